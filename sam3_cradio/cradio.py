@@ -40,6 +40,10 @@ __all__ = [
 
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+# The released checkpoints store the conditioner in fp16; the rounded values are what the model was trained with
+# (the exact constants move outputs by ~5e-3).
+CRADIO_MEAN = tuple(torch.tensor(OPENAI_CLIP_MEAN).half().float().tolist())
+CRADIO_STD = tuple(torch.tensor(OPENAI_CLIP_STD).half().float().tolist())
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -77,8 +81,8 @@ class CRadioArch:
     qkv_bias: bool = True
     layer_scale: bool = False
     final_norm: bool = False
-    input_mean: Tuple[float, float, float] = OPENAI_CLIP_MEAN
-    input_std: Tuple[float, float, float] = OPENAI_CLIP_STD
+    input_mean: Tuple[float, float, float] = CRADIO_MEAN
+    input_std: Tuple[float, float, float] = CRADIO_STD
     # ViTDet schedule: RADIO's `vitdet_num_global` / `vitdet_num_windowed` (None -> 4 global blocks)
     vitdet_num_global: Optional[int] = None
     vitdet_num_windowed: Optional[int] = None
@@ -502,8 +506,7 @@ class CRadioEncoder(nn.Module):
     def _embed(self, x: torch.Tensor) -> Tuple[torch.Tensor, Tuple[int, int]]:
         grid_size = self._check_input(x)
         x = (x - self.input_mean) / self.input_std
-        if not torch.is_autocast_enabled(x.device.type):
-            x = x.to(self.model.embeds.proj.weight.dtype)
+        x = x.to(self.model.embeds.proj.weight.dtype)  # a no-op for fp32 weights, autocast or not
         tokens, _ = self.model.embeds(x)  # prefix tokens + patches with the CPE position embedding
         return tokens, grid_size
 
