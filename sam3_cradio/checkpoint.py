@@ -48,7 +48,7 @@ def hub_download(file: HubFile, what: str) -> Path:
     downloadable (offline, ``HF_HUB_OFFLINE=1``, no network), fail at once with a message naming the file and how
     to provide it.
     """
-    from huggingface_hub import hf_hub_download
+    from huggingface_hub import constants, hf_hub_download
     from huggingface_hub.errors import LocalEntryNotFoundError
 
     try:
@@ -57,6 +57,10 @@ def hub_download(file: HubFile, what: str) -> Path:
     except LocalEntryNotFoundError:
         pass
     try:
+        # huggingface_hub retries unreachable hosts for ~30 s; find out in a few seconds instead.
+        unreachable = None if constants.HF_HUB_OFFLINE else _unreachable(constants.ENDPOINT)
+        if unreachable:
+            raise ConnectionError(unreachable)
         return Path(hf_hub_download(file.repo_id, file.filename))
     except Exception as e:  # offline, DNS failure, gated repo, ...: all mean "the file is not here"
         raise FileNotFoundError(
@@ -67,6 +71,21 @@ def hub_download(file: HubFile, what: str) -> Path:
             f'then either copy that machine\'s Hugging Face cache (~/.cache/huggingface/hub) here, or pass the '
             f'downloaded file\'s local path instead of the name.'
         ) from None
+
+
+def _unreachable(endpoint: str, timeout: float = 3.0) -> Optional[str]:
+    """Why ``endpoint`` cannot be reached directly, or None. Skipped (None) behind a proxy, which we cannot probe."""
+    import socket
+    from urllib.parse import urlparse
+
+    if any(os.environ.get(v) for v in ('HTTPS_PROXY', 'https_proxy', 'ALL_PROXY', 'all_proxy')):
+        return None
+    url = urlparse(endpoint)
+    try:
+        socket.create_connection((url.hostname, url.port or 443), timeout=timeout).close()
+    except OSError as e:
+        return f'{url.hostname} is unreachable: {e}'
+    return None
 
 
 def safe_torch_load(path: PathLike) -> Any:

@@ -165,3 +165,12 @@ def test_release_from_hf_cache(hf_cache, tiny_ckpt, tiny_ref):
         assert model.max_resolution == 2048 and model.preferred_resolution == (512, 512)
     out = _backbone(model, tiny_ref['g224/input'])
     assert (out.features - tiny_ref['g224/features']).abs().max() <= 1e-4
+
+
+def test_release_unreachable_hub_fails_fast(hf_cache, monkeypatch):
+    import huggingface_hub.constants as c
+    from sam3_cradio import checkpoint
+    monkeypatch.setattr(c, 'HF_HUB_OFFLINE', False)
+    monkeypatch.setattr(checkpoint, '_unreachable', lambda endpoint: f'{endpoint} is unreachable: no route')
+    with pytest.raises(FileNotFoundError, match=r'(?s)unreachable.*c-radio_v4-so400m_half\.pth\.tar'):
+        load_cradio('c-radio_v4-so400m')

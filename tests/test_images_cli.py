@@ -1,0 +1,74 @@
+"""Image decoding edge cases and the `sam3-cradio encode` command."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+
+from sam3_cradio.cli import main
+from sam3_cradio.images import image_to_tensor, to_rgb_array
+
+
+@pytest.fixture(scope='module')
+def astronaut() -> np.ndarray:
+    import skimage.data
+    return skimage.data.astronaut()  # a real photo, (512, 512, 3) uint8
+
+
+def test_odd_images_become_rgb(tmp_path, astronaut):
+    gray = astronaut.mean(axis=2).astype(np.uint8)
+    assert to_rgb_array(gray).shape == (512, 512, 3)
+    rgba = np.concatenate([astronaut, np.full((512, 512, 1), 7, np.uint8)], axis=2)
+    assert np.array_equal(to_rgb_array(rgba), astronaut)                      # alpha dropped
+    sixteen = astronaut.astype(np.uint16) * 257                              # full 16-bit range
+    assert np.array_equal(to_rgb_array(sixteen), astronaut)
+    path16 = tmp_path / 'gray16.png'
+    Image.fromarray(gray.astype(np.uint16) * 257).save(path16)               # PIL mode I;16
+    assert np.array_equal(to_rgb_array(path16)[..., 0], gray)
+    assert np.array_equal(to_rgb_array(astronaut / 255.0), astronaut)        # float in [0, 1]
+    Image.fromarray(astronaut).convert('P').save(tmp_path / 'palette.png')
+    assert to_rgb_array(tmp_path / 'palette.png').shape == (512, 512, 3)
+
+
+def test_bad_images(tmp_path):
+    (tmp_path / 'notes.txt').write_text('not an image')
+    with pytest.raises(ValueError, match='not an image'):
+        to_rgb_array(tmp_path / 'notes.txt')
+    (tmp_path / 'empty.png').write_bytes(b'')
+    with pytest.raises(ValueError, match='not an image'):
+        to_rgb_array(tmp_path / 'empty.png')
+    with pytest.raises(FileNotFoundError):
+        to_rgb_array(tmp_path / 'missing.png')
+    with pytest.raises(ValueError, match='shape'):
+        to_rgb_array(np.zeros((4, 4, 5), np.uint8))
+    with pytest.raises(ValueError, match='NaN'):
+        to_rgb_array(np.full((4, 4, 3), np.nan))
+
+
+def test_image_to_tensor(astronaut):
+    x = image_to_tensor(astronaut, (256, 128))
+    assert x.shape == (1, 3, 256, 128) and x.dtype == torch.float32
+    assert 0.0 <= x.min() and x.max() <= 1.0
+
+
+def test_encode_command(tmp_path, tiny_ckpt, astronaut, capsys):
+    Image.fromarray(astronaut).save(tmp_path / 'astronaut.png')
+    out = tmp_path / 'feats.safetensors'
+    rc = main(['encode', str(tmp_path / 'astronaut.png'), '--model', str(tiny_ckpt), '--adaptor', 'sam3',
+               '--window-size', '4', '--resolution', '200', '--out', str(out)])
+    assert rc == 0
+    assert 'using 192x192' in capsys.readouterr().out
+    feats = load_file(str(out))
+    assert feats['astronaut.png/backbone/features'].shape == (192, 12, 12)
+    assert feats['astronaut.png/sam3/features'].shape == (64, 12, 12)
+    assert feats['astronaut.png/backbone/summary'].shape == (384,)
+
+
+def test_encode_command_errors(tmp_path, tiny_ckpt, capsys):
+    (tmp_path / 'bad.png').write_text('nope')
+    rc = main(['encode', str(tmp_path / 'bad.png'), '--model', str(tiny_ckpt), '--out', str(tmp_path / 'o.st')])
+    assert rc == 2 and 'not an image' in capsys.readouterr().err
+    rc = main(['encode', str(tmp_path / 'bad.png'), '--model', str(tiny_ckpt), '--adaptor', 'dino_v3'])
+    assert rc == 2 and 'dino_v3_7b' in capsys.readouterr().err
