@@ -33,7 +33,7 @@ from .checkpoint import (
 _logger = logging.getLogger(__name__)
 
 __all__ = [
-    'CRadioArch', 'TeacherSpec', 'Release', 'RELEASES', 'CRadioEncoder', 'load_cradio', 'create_cradio',
+    'CRadioArch', 'TeacherSpec', 'Release', 'RELEASES', 'VARIANTS', 'CRadioEncoder', 'load_cradio', 'create_cradio',
     'save_cradio', 'global_block_indexes', 'nearest_supported_resolution', 'window_partition',
     'window_unpartition', 'resolve_release_name',
 ]
@@ -154,6 +154,23 @@ RELEASES: Dict[str, Release] = {
         timm_name='naflexvit_so400m_patch16_radio_v4',
     ),
 }
+
+
+def _test_arch() -> CRadioArch:
+    # The architecture of tests/data/cradio_tiny (NVIDIA's fixture): random-weight builds of it need no file.
+    dim = 192
+    return CRadioArch(
+        embed_dim=dim, depth=8, num_heads=3, mlp_hidden_dim=768, num_cls_tokens=3, num_registers=7,
+        summary_idxs=(0, 1), teachers=(
+            TeacherSpec('siglip2-g', 'siglip2', True, 0, HeadSpec('v2', dim, 256, 96, 1), HeadSpec('attn', dim, 256, 96)),
+            TeacherSpec('dino_v3_7b', 'dino_v3', True, 1, HeadSpec('v2', dim, 256, 80, 1), HeadSpec('v2', dim, 256, 80, 1)),
+            TeacherSpec('sam3', 'sam3', False, 2, HeadSpec('v2', dim, 256, 64, 1), HeadSpec('v2', dim, 256, 64, 1)),
+        ))
+
+
+# Architectures buildable with random weights by name: the releases, plus a tiny one for tests (timm's test_vit).
+VARIANTS: Dict[str, CRadioArch] = {name: release.arch for name, release in RELEASES.items()}
+VARIANTS['cradio_test'] = _test_arch()
 
 
 def resolve_release_name(name: str) -> Optional[str]:
@@ -822,10 +839,10 @@ def create_cradio(
     ``arch`` (or ``arch_overrides`` on the release's numbers) describes any other size.
     """
     if arch is None:
-        name = resolve_release_name(variant)
-        if name is None:
-            raise ValueError(f'unknown C-RADIO variant {variant!r}; known: {sorted(RELEASES)}')
-        arch = RELEASES[name].arch
+        name = resolve_release_name(variant) or variant
+        if name not in VARIANTS:
+            raise ValueError(f'unknown C-RADIO variant {variant!r}; known: {sorted(VARIANTS)}')
+        arch = VARIANTS[name]
     if arch_overrides:
         arch = replace(arch, **arch_overrides)
     with torch.device(device or 'cpu'):

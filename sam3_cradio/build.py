@@ -1,0 +1,250 @@
+"""``build_sam3``: SAM3 image and video models on a C-RADIOv4 (or SAM3's own PE) trunk, from hydra configs.
+
+sam2-style: compose ``configs/sam3_<backbone>.yaml`` with overrides, instantiate SAM3's own classes, load weights
+with strict key accounting, move to the device, eval mode.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+
+import torch
+from torch import nn
+
+from .checkpoint import CheckpointError, HubFile, check_keys, hub_download, safe_torch_load
+from .cradio import global_block_indexes  # noqa: F401  (re-exported for configs/docs)
+
+_logger = logging.getLogger(__name__)
+
+__all__ = ['build_sam3', 'compose_config', 'load_sam3_checkpoint', 'BACKBONES', 'CONFIG_DIR', 'TRUNK_PREFIX']
+
+CONFIG_DIR = Path(__file__).parent / 'configs'
+
+# backbone name -> config name
+BACKBONES: Dict[str, str] = {
+    'pe': 'sam3_pe',
+    'cradio_v4_h': 'sam3_cradio_v4_h',
+    'cradio_v4_so400m': 'sam3_cradio_v4_so400m',
+    'cradio_tiny': 'sam3_cradio_tiny',
+}
+
+# where the vision trunk sits in each model's state dict
+TRUNK_PREFIX = {
+    'image': 'backbone.vision_backbone.trunk.',
+    'video': 'detector.backbone.vision_backbone.trunk.',
+}
+MODES = ('image', 'video')
+
+_UNSET: Any = object()
+
+
+def _register_resolvers() -> None:
+    from omegaconf import OmegaConf
+
+    def div(a: int, b: int) -> int:
+        if int(a) % int(b):
+            raise ValueError(f'image_size {a} is not a multiple of the patch size {b}')
+        return int(a) // int(b)
+
+    OmegaConf.register_new_resolver('sam3c.div', div, replace=True)
+    OmegaConf.register_new_resolver('sam3c.mul', lambda a, b: int(a) * int(b), replace=True)
+
+
+def compose_config(config: str, overrides: Sequence[str] = ()) -> Any:
+    """Compose ``configs/<config>.yaml`` with hydra ``overrides`` (``key=value`` strings)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    name = BACKBONES.get(config, config)
+    if not (CONFIG_DIR / f'{name}.yaml').is_file():
+        known = sorted(p.stem for p in CONFIG_DIR.glob('sam3_*.yaml') if p.stem != 'sam3_base')
+        raise ValueError(f'unknown config or backbone {config!r}; backbones: {sorted(BACKBONES)}, configs: {known}')
+    _register_resolvers()
+    # hydra keeps one global instance; use our own and leave none behind for the caller
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base='1.3'):
+            return compose(config_name=name, overrides=list(overrides))
+    finally:
+        GlobalHydra.instance().clear()
+
+
+def _check_window(cfg: Any) -> None:
+    window = cfg.backbone.get('window_size')
+    if cfg.backbone.name == 'pe' or window is None:
+        return
+    grid = cfg.feat_size
+    if isinstance(window, bool) or not isinstance(window, int) or window < 1 or grid % window:
+        useful = [w for w in range(2, grid + 1) if grid % w == 0 and w < grid]
+        raise ValueError(
+            f'window_size={window!r} does not divide the {grid}x{grid} token grid of a {cfg.backbone.image_size} px '
+            f'input; use None (global) or one of {useful}')
+
+
+def _sam3_checkpoint_path(cfg: Any, sam3_checkpoint: Optional[Union[str, Path]]) -> Path:
+    if sam3_checkpoint is not None:
+        path = Path(sam3_checkpoint)
+        if not path.is_file():
+            raise FileNotFoundError(f'SAM3 checkpoint {str(path)!r} does not exist')
+        return path
+    if cfg.get('sam3_checkpoint') is None:
+        raise ValueError(
+            f'config {cfg.backbone.name!r} names no SAM3 checkpoint; pass sam3_checkpoint= or pretrained=False')
+    return hub_download(HubFile(cfg.sam3_checkpoint.repo_id, cfg.sam3_checkpoint.filename), 'SAM3')
+
+
+def _remap_sam3_keys(ckpt: Dict[str, torch.Tensor], mode: str, interactive: bool) -> Tuple[Dict[str, torch.Tensor], List[str]]:
+    """sam3.pt keys (``detector.*``, ``tracker.*``) -> this model's keys, as sam3's own builders map them.
+
+    Returns the mapped dict and the checkpoint keys this model has no place for by design (the plain image model
+    has no SAM2 neck and no tracker).
+    """
+    if mode == 'video':
+        return dict(ckpt), []
+    out, ignored = {}, []
+    for k, v in ckpt.items():
+        if k.startswith('detector.'):
+            if not interactive and k.startswith('detector.backbone.vision_backbone.sam2_convs.'):
+                ignored.append(k)
+            else:
+                out[k[len('detector.'):]] = v
+        elif k.startswith('tracker.'):
+            if interactive:
+                out['inst_interactive_predictor.model.' + k[len('tracker.'):]] = v
+            else:
+                ignored.append(k)
+        else:
+            out[k] = v  # left for the key check to report
+    return out, ignored
+
+
+def load_sam3_checkpoint(
+        model: nn.Module,
+        path: Union[str, Path],
+        mode: str,
+        interactive: bool,
+        own_trunk: bool,
+) -> Dict[str, int]:
+    """Load sam3.pt into ``model`` with strict key accounting; returns counts of what was loaded and skipped.
+
+    Every SAM3 key must load, except the PE trunk's when ``own_trunk`` is False (a C-RADIO trunk): those are
+    dropped on purpose and counted. Anything else missing or unexpected raises, listing the keys.
+    """
+    ckpt = safe_torch_load(path)
+    if isinstance(ckpt, dict) and isinstance(ckpt.get('model'), dict):
+        ckpt = ckpt['model']
+    if not isinstance(ckpt, dict) or not any(str(k).startswith('detector.') for k in ckpt):
+        found = list(ckpt)[:5] if isinstance(ckpt, dict) else type(ckpt).__name__
+        hint = ' It looks like a RADIO checkpoint; pass it as cradio_checkpoint.' if isinstance(ckpt, dict) and 'args' in ckpt else ''
+        raise CheckpointError(
+            f'{path} is not a SAM3 checkpoint: expected detector.* / tracker.* keys (sam3.pt), found {found}.{hint}')
+    state, ignored = _remap_sam3_keys(ckpt, mode, interactive)
+    trunk = TRUNK_PREFIX[mode]
+    dropped = []
+    if not own_trunk:
+        dropped = [k for k in state if k.startswith(trunk)]
+        for k in dropped:
+            del state[k]
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    check_keys(missing, unexpected, what=f'loading SAM3 weights from {path}',
+               allow_missing=() if own_trunk else (trunk + '*',))
+    mismatched = [f'{k}: checkpoint {tuple(v.shape)} vs model {tuple(expected[k].shape)}'
+                  for k, v in state.items() if tuple(v.shape) != tuple(expected[k].shape)]
+    if mismatched:
+        raise CheckpointError(f'{path}: {len(mismatched)} tensors have the wrong shape: {mismatched[:10]}')
+    model.load_state_dict(state, strict=False)
+    counts = {'loaded': len(state), 'trunk_dropped': len(dropped), 'ignored_by_design': len(ignored)}
+    _logger.info('SAM3 weights from %s: %s', path, counts)
+    return counts
+
+
+def _finish_sam3(model: nn.Module, cfg: Any) -> None:
+    """Sizes sam3 0.1.4 sets outside its constructors' arguments, made to follow the backbone's grid."""
+    from sam3.model.sam1_task_predictor import SAM3InteractiveImagePredictor
+
+    f = cfg.feat_size
+    for m in model.modules():
+        if isinstance(m, SAM3InteractiveImagePredictor):
+            # sam1_task_predictor.py hard-codes [(288, 288), (144, 144), (72, 72)], the neck's 4x/2x/1x maps at 72
+            m._bb_feat_sizes = [(4 * f, 4 * f), (2 * f, 2 * f), (f, f)]
+
+
+def build_sam3(
+        backbone: str = 'cradio_v4_h',
+        window_size: Optional[int] = _UNSET,
+        mode: str = 'image',
+        *,
+        overrides: Sequence[str] = (),
+        pretrained: bool = True,
+        sam3_checkpoint: Optional[Union[str, Path]] = None,
+        cradio_checkpoint: Optional[Union[str, Path]] = None,
+        interactive: bool = True,
+        device: Union[str, torch.device, None] = None,
+        bpe_path: Optional[str] = None,
+) -> nn.Module:
+    """Build SAM3 with the chosen vision backbone.
+
+    Args:
+        backbone: 'cradio_v4_h', 'cradio_v4_so400m', 'pe' (SAM3's own encoder), 'cradio_tiny' (tests), or a config
+            name under ``configs/``.
+        window_size: C-RADIO ViTDet window in tokens (None = global); must divide the token grid (72 at 1152 px:
+            6, 8, 12, 18, 24). Defaults to the config's value.
+        mode: 'image' (``Sam3Image``) or 'video' (``Sam3VideoInferenceWithInstanceInteractivity``).
+        overrides: hydra overrides, e.g. ``['backbone.image_size=768']``.
+        pretrained: load SAM3 weights (sam3.pt: HF ``facebook/sam3`` or ``sam3_checkpoint``) and C-RADIO weights
+            (the release, or ``cradio_checkpoint``). False gives random weights (tests, benchmarks).
+        sam3_checkpoint: local sam3.pt instead of the HF download.
+        cradio_checkpoint: local C-RADIO .pth.tar / .safetensors instead of the release.
+        interactive: image mode: also build SAM3's interactive instance predictor (point and box clicks).
+        device: where to put the model (default: CUDA if available, else CPU).
+        bpe_path: SAM3 text tokenizer vocabulary (default: the copy inside open_clip).
+
+    Returns:
+        The SAM3 model in eval mode; ``model.sam3_cradio_cfg`` holds the composed config (image size etc.).
+    """
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    from . import compat
+
+    if mode not in MODES:
+        raise ValueError(f'mode must be one of {MODES}, got {mode!r}')
+    device = torch.device(device or ('cuda' if torch.cuda.is_available() else 'cpu'))
+    ovr = list(overrides)
+    if window_size is not _UNSET:
+        ovr.append(f'backbone.window_size={"null" if window_size is None else window_size}')
+    if cradio_checkpoint is not None:
+        ovr.append(f'backbone.checkpoint={Path(cradio_checkpoint).resolve()}')
+    ovr += [f'pretrained={pretrained}', f'interactive={interactive}',
+            f'temporal_disambiguation={mode == "video"}',
+            f'bpe_path={bpe_path or compat.bpe_path()}']
+    cfg = compose_config(backbone, ovr)
+    _check_window(cfg)
+    if cfg.backbone.name != 'pe' and not pretrained and cradio_checkpoint is None and cfg.backbone.checkpoint is None:
+        _logger.info('C-RADIO trunk with random weights (pretrained=False)')
+
+    compat.apply_cpu_shims()
+    model_cfg = cfg.image_model if mode == 'image' else cfg.video_model
+    model = instantiate(model_cfg, _convert_='all')
+    if mode == 'image' and interactive:
+        from sam3.model.sam1_task_predictor import SAM3InteractiveImagePredictor
+        model.inst_interactive_predictor = SAM3InteractiveImagePredictor(instantiate(cfg.tracker, _convert_='all'))
+    _finish_sam3(model, cfg)
+
+    own_trunk = cfg.backbone.name == 'pe'
+    if pretrained:
+        path = _sam3_checkpoint_path(cfg, sam3_checkpoint)
+        load_sam3_checkpoint(model, path, mode, interactive, own_trunk)
+    elif sam3_checkpoint is not None:
+        raise ValueError('sam3_checkpoint was given with pretrained=False; drop one of them')
+    else:
+        compat.init_uninitialised_text_params(model)
+
+    model = model.to(device).eval()
+    compat.move_caches_to(model, device)
+    model.sam3_cradio_cfg = OmegaConf.to_container(cfg.backbone, resolve=True) | {
+        'mode': mode, 'feat_size': cfg.feat_size, 'interactive': interactive}
+    return model

@@ -1,0 +1,69 @@
+"""The C-RADIO trunk adapter: what SAM3's ViT trunk returns to its neck, computed by a C-RADIO encoder.
+
+SAM3's neck (``sam3/model/necks.py``) reads ``trunk.channel_list[-1]`` and calls ``trunk(images)`` expecting a
+list whose last entry is an NCHW map; it uses only that entry. This is the one place where SAM3's input
+normalisation is converted to C-RADIO's. No resizing, autocast or grad policy here: callers choose those.
+"""
+from __future__ import annotations
+
+from typing import List, Optional
+
+import torch
+from torch import nn
+
+from .cradio import CRadioEncoder, VARIANTS, create_cradio, load_cradio, resolve_release_name
+
+__all__ = ['CRadioTrunk', 'create_cradio_trunk']
+
+
+class CRadioTrunk(nn.Module):
+    """SAM3 trunk contract on a C-RADIO encoder's adaptor features.
+
+    ``forward(x)`` takes SAM3's input, (B, 3, H, W) normalised with mean = std = 0.5 (values in [-1, 1]), and
+    returns ``[features]`` with features (B, C, H / patch, W / patch) from the ``adaptor`` head (``sam3``:
+    C = 1024 for the releases, the width of SAM3's own PE trunk).
+    """
+
+    def __init__(self, encoder: CRadioEncoder, adaptor: str = 'sam3') -> None:
+        super().__init__()
+        if adaptor not in encoder.adaptors:
+            raise ValueError(f'the encoder has no {adaptor!r} adaptor loaded; loaded: {encoder.adaptor_names}')
+        head = encoder.arch.teacher(adaptor).feature_head
+        if head.upsample_factor != 1:
+            raise ValueError(
+                f'adaptor {adaptor!r} upsamples its features x{head.upsample_factor}; SAM3 needs one token per patch')
+        self.encoder = encoder
+        self.adaptor = adaptor
+        self.channel_list: List[int] = [head.out_dim]
+
+    @property
+    def patch_size(self) -> int:
+        return self.encoder.patch_size
+
+    def forward(self, x: torch.Tensor) -> List[torch.Tensor]:
+        # SAM3 normalises RGB p in [0, 1] as (p - 0.5) / 0.5; invert exactly to hand C-RADIO its own [0, 1] input,
+        # which its input conditioner then normalises with the checkpoint's mean and std.
+        rgb = x * 0.5 + 0.5
+        return [self.encoder.forward_adaptor_features(rgb, self.adaptor, feature_fmt='NCHW')]
+
+
+def create_cradio_trunk(
+        variant: str,
+        checkpoint: Optional[str] = None,
+        window_size: Optional[int] = None,
+        adaptor: str = 'sam3',
+        pretrained: bool = True,
+) -> CRadioTrunk:
+    """Build the trunk: from ``checkpoint`` if given, else the release ``variant``'s weights when ``pretrained``,
+    else random weights of the variant's architecture (tests, benchmarks)."""
+    if checkpoint is not None:
+        encoder = load_cradio(checkpoint, adaptor_names=[adaptor], window_size=window_size)
+    elif pretrained:
+        if resolve_release_name(variant) is None:
+            raise ValueError(
+                f'{variant!r} has no released weights; pass a checkpoint path or pretrained=False '
+                f'(known variants: {sorted(VARIANTS)})')
+        encoder = load_cradio(variant, adaptor_names=[adaptor], window_size=window_size)
+    else:
+        encoder = create_cradio(variant, adaptor_names=(adaptor,), window_size=window_size)
+    return CRadioTrunk(encoder, adaptor)
