@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
+import numpy as np
 import torch
 
 __all__ = ['main']
@@ -42,6 +43,53 @@ def _encode(a: argparse.Namespace) -> int:
     return 0
 
 
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument('--backbone', default='cradio_v4_h',
+                   help='cradio_v4_h, cradio_v4_so400m, pe (SAM3\'s own encoder), or cradio_tiny (tests)')
+    p.add_argument('--window-size', type=int, default=None,
+                   help='C-RADIO ViTDet window (divides the 72x72 grid at 1152 px: 6, 8, 12, 18, 24); default global')
+    p.add_argument('--sam3-checkpoint', default=None, help='local sam3.pt (default: HF facebook/sam3)')
+    p.add_argument('--cradio-checkpoint', default=None, help='local C-RADIO .pth.tar (default: the release)')
+    p.add_argument('--random-weights', action='store_true', help='no downloads: random SAM3 weights, to try the tool')
+    p.add_argument('--device', default=None, help='cpu or cuda (default: cuda if available)')
+
+
+def _build(a: argparse.Namespace, mode: str):
+    from .build import build_sam3
+
+    return build_sam3(a.backbone, a.window_size, mode=mode, pretrained=not a.random_weights,
+                      sam3_checkpoint=a.sam3_checkpoint, cradio_checkpoint=a.cradio_checkpoint, device=a.device)
+
+
+def _segment(a: argparse.Namespace) -> int:
+    from PIL import Image
+
+    from .draw import annotate
+    from .images import to_rgb_array
+    from .predictor import Sam3ImagePredictor
+
+    if not (a.text or a.box or a.point):
+        raise ValueError('give a prompt: --text, --box or --point')
+    image = to_rgb_array(a.image)  # fail on a bad image before building the model
+    predictor = Sam3ImagePredictor(_build(a, 'image'), confidence_threshold=a.threshold)
+    predictor.set_image(image)
+    if a.point:
+        points = [p[:2] for p in a.point]
+        labels = [int(p[2]) for p in a.point]
+        result = predictor.predict_points(points, labels, box=a.box[0] if a.box else None, multimask_output=False)
+    elif a.box:
+        result = predictor.predict_boxes([b for b in a.box], text=a.text)
+    else:
+        result = predictor.predict_text(a.text)
+    labels = [f'{lab} {s:.2f}' for lab, s in zip(result.labels, result.scores)]
+    Image.fromarray(annotate(image, result.masks, result.boxes, result.scores, labels)).save(a.out)
+    print(f'{len(result)} objects; encoder {result.timings.get("encoder", 0):.2f}s, '
+          f'decoder {result.timings.get("decoder", 0):.2f}s; wrote {a.out}')
+    for lab, s, b in zip(result.labels, result.scores, result.boxes):
+        print(f'  {lab:20s} {s:.3f}  box {np.round(b, 1).tolist()}')
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog='sam3-cradio', description='C-RADIOv4 as the image backbone of SAM3.')
     sub = p.add_subparsers(dest='command', required=True)
@@ -57,6 +105,18 @@ def build_parser() -> argparse.ArgumentParser:
     enc.add_argument('--device', default='cpu')
     enc.add_argument('--out', type=Path, default=Path('features.safetensors'))
     enc.set_defaults(func=_encode)
+
+    seg = sub.add_parser('segment', help='segment an image from a text, box or point prompt; writes an annotated image')
+    seg.add_argument('image', type=Path)
+    seg.add_argument('--text', default=None, help='noun phrase(s), comma-separated: "cat, dog"')
+    seg.add_argument('--box', type=float, nargs=4, action='append', metavar=('X0', 'Y0', 'X1', 'Y1'),
+                     help='exemplar box in pixels (repeatable); with --point, the box of the clicked object')
+    seg.add_argument('--point', type=float, nargs=3, action='append', metavar=('X', 'Y', 'LABEL'),
+                     help='click in pixels with label 1 (object) or 0 (background); repeatable')
+    seg.add_argument('--threshold', type=float, default=0.5, help='minimum detection score')
+    seg.add_argument('--out', type=Path, default=Path('segmented.png'))
+    _add_model_args(seg)
+    seg.set_defaults(func=_segment)
     return p
 
 

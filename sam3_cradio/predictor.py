@@ -1,0 +1,252 @@
+"""Image API: SAM3's ``Sam3Processor`` ergonomics on any backbone, results in the original image's pixels.
+
+    model = build_sam3(backbone="cradio_v4_so400m", window_size=12)
+    predictor = Sam3ImagePredictor(model)
+    predictor.set_image("photo.jpg")
+    cats = predictor.predict_text("cat")                       # open-vocabulary detection + segmentation
+    dogs = predictor.predict_boxes([[10, 20, 200, 240]])       # exemplar box (positive), optionally with text
+    one = predictor.predict_points([[120, 80]], labels=[1])    # SAM-style interactive instance segmentation
+
+Prompt rules (checked before any model call): text must be non-empty; boxes are xyxy pixels, clipped to the image,
+and a box with no area inside the image is an error; points must lie inside the image.
+"""
+from __future__ import annotations
+
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Sequence, Union
+
+import numpy as np
+import torch
+
+from .images import ImageLike, load_image
+
+__all__ = ['Sam3Result', 'Sam3ImagePredictor', 'check_box', 'check_points', 'check_text']
+
+
+@dataclass
+class Sam3Result:
+    """N detections in the original image's pixel space.
+
+    Attributes:
+        masks: (N, H, W) bool.
+        boxes: (N, 4) float32 xyxy pixels, inside the image.
+        scores: (N,) float32 in [0, 1].
+        labels: N prompt strings (the text that found each detection; 'visual' for box-only, 'point' for clicks).
+        timings: seconds spent per stage, e.g. {'encoder': 1.2, 'decoder': 0.1}.
+    """
+    masks: np.ndarray
+    boxes: np.ndarray
+    scores: np.ndarray
+    labels: List[str] = field(default_factory=list)
+    timings: Dict[str, float] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+    @classmethod
+    def empty(cls, height: int, width: int) -> 'Sam3Result':
+        return cls(np.zeros((0, height, width), bool), np.zeros((0, 4), np.float32), np.zeros((0,), np.float32))
+
+    @classmethod
+    def merge(cls, results: Sequence['Sam3Result'], height: int, width: int) -> 'Sam3Result':
+        if not results:
+            return cls.empty(height, width)
+        out = cls(np.concatenate([r.masks for r in results]), np.concatenate([r.boxes for r in results]),
+                  np.concatenate([r.scores for r in results]), [lab for r in results for lab in r.labels])
+        for r in results:  # one encoder pass shared by all results; decoder passes add up
+            for k, v in r.timings.items():
+                out.timings[k] = max(out.timings.get(k, 0.0), v) if k == 'encoder' else out.timings.get(k, 0.0) + v
+        return out
+
+    def filter(self, min_score: float) -> 'Sam3Result':
+        """Detections scoring at least ``min_score`` (no model call)."""
+        keep = self.scores >= min_score
+        return Sam3Result(self.masks[keep], self.boxes[keep], self.scores[keep],
+                          [lab for lab, k in zip(self.labels, keep) if k], dict(self.timings))
+
+
+def check_text(text: str) -> str:
+    if not isinstance(text, str) or not text.strip():
+        raise ValueError(f'the text prompt is empty ({text!r}); give a noun phrase such as "cat"')
+    return text.strip()
+
+
+def check_box(box: Sequence[float], height: int, width: int) -> np.ndarray:
+    """An xyxy pixel box clipped to the image; raises if it is malformed or has no area inside the image."""
+    b = np.asarray(box, dtype=np.float64).reshape(-1)
+    if b.shape != (4,) or not np.isfinite(b).all():
+        raise ValueError(f'a box is 4 finite numbers x0 y0 x1 y1 in pixels, got {box!r}')
+    if b[2] <= b[0] or b[3] <= b[1]:
+        raise ValueError(f'box {b.tolist()} has zero or negative area: need x1 > x0 and y1 > y0 (xyxy pixels)')
+    clipped = np.array([np.clip(b[0], 0, width), np.clip(b[1], 0, height),
+                        np.clip(b[2], 0, width), np.clip(b[3], 0, height)])
+    if clipped[2] <= clipped[0] or clipped[3] <= clipped[1]:
+        raise ValueError(f'box {b.tolist()} lies outside the {width}x{height} image')
+    return clipped.astype(np.float32)
+
+
+def check_points(points: Sequence[Sequence[float]], labels: Sequence[int], height: int, width: int):
+    p = np.asarray(points, dtype=np.float64)
+    if p.ndim != 2 or p.shape[1] != 2 or len(p) == 0 or not np.isfinite(p).all():
+        raise ValueError(f'points are a non-empty list of (x, y) pixel pairs, got {points!r}')
+    lab = np.asarray(labels).reshape(-1)
+    if len(lab) != len(p) or not np.isin(lab, (0, 1)).all():
+        raise ValueError(f'need one label per point, 1 (positive) or 0 (negative); got {labels!r} for {len(p)} points')
+    outside = (p[:, 0] < 0) | (p[:, 0] > width) | (p[:, 1] < 0) | (p[:, 1] > height)
+    if outside.any():
+        raise ValueError(f'points {p[outside].tolist()} lie outside the {width}x{height} image')
+    return p.astype(np.float32), lab.astype(np.int32)
+
+
+def _masks_to_boxes(masks: np.ndarray) -> np.ndarray:
+    boxes = np.zeros((len(masks), 4), np.float32)
+    for i, m in enumerate(masks):
+        ys, xs = np.nonzero(m)
+        if len(xs):  # an empty mask keeps a zero box
+            boxes[i] = [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]
+    return boxes
+
+
+class Sam3ImagePredictor:
+    """Set an image once, then prompt it with text, boxes or points; the image features are computed once."""
+
+    def __init__(self, model: torch.nn.Module, confidence_threshold: float = 0.5, autocast: bool = True) -> None:
+        from sam3.model.sam3_image_processor import Sam3Processor
+
+        cfg = getattr(model, 'sam3_cradio_cfg', None)
+        if cfg is None or cfg.get('mode') != 'image':
+            raise ValueError('Sam3ImagePredictor needs an image model from build_sam3(..., mode="image")')
+        self.model = model
+        self.device = next(model.parameters()).device
+        self.image_size = cfg['image_size']
+        # bf16 autocast on CUDA, where it speeds up the trunk; CPU stays float32
+        self._autocast = autocast and self.device.type == 'cuda'
+        self.processor = Sam3Processor(model, resolution=self.image_size, device=str(self.device),
+                                       confidence_threshold=confidence_threshold)
+        self._state: Optional[dict] = None
+        self._hw = (0, 0)
+        self.encoder_seconds = 0.0
+
+    def _amp(self):
+        return torch.autocast('cuda', dtype=torch.bfloat16) if self._autocast else nullcontext()
+
+    @property
+    def confidence_threshold(self) -> float:
+        return self.processor.confidence_threshold
+
+    @confidence_threshold.setter
+    def confidence_threshold(self, value: float) -> None:
+        if not 0.0 <= value <= 1.0:
+            raise ValueError(f'confidence_threshold must be in [0, 1], got {value}')
+        self.processor.confidence_threshold = float(value)
+
+    def set_image(self, image: ImageLike) -> 'Sam3ImagePredictor':
+        """Encode an image (path, PIL, or array; grayscale, RGBA and 16-bit are converted to 8-bit RGB).
+
+        It is resized once, straight to the backbone's resolution (1152 px for C-RADIOv4, 1008 for PE).
+        """
+        pil = load_image(image)
+        t0 = time.perf_counter()
+        with self._amp():
+            self._state = self.processor.set_image(pil)
+        self._sync()
+        self.encoder_seconds = time.perf_counter() - t0
+        self._hw = (pil.height, pil.width)
+        return self
+
+    def _sync(self) -> None:
+        if self.device.type == 'cuda':
+            torch.cuda.synchronize(self.device)
+
+    def _require_image(self) -> dict:
+        if self._state is None:
+            raise RuntimeError('call set_image(image) before prompting')
+        return self._state
+
+    def _grounding_result(self, state: dict, label: str, seconds: float) -> Sam3Result:
+        scores = state['scores'].float().cpu().numpy()
+        masks = state['masks'][:, 0].cpu().numpy() if len(scores) else np.zeros((0, *self._hw), bool)
+        h, w = self._hw
+        boxes = state['boxes'].float().cpu().numpy().reshape(-1, 4)
+        boxes = np.clip(boxes, 0, [w, h, w, h]).astype(np.float32)
+        return Sam3Result(masks.astype(bool), boxes, scores.astype(np.float32), [label] * len(scores),
+                          {'encoder': self.encoder_seconds, 'decoder': seconds})
+
+    def predict_text(self, prompts: Union[str, Sequence[str]]) -> Sam3Result:
+        """Segment every instance of each noun phrase; a string may hold several, comma-separated."""
+        state = self._require_image()
+        if isinstance(prompts, str):
+            prompts = [p for p in prompts.split(',')] if ',' in prompts else [prompts]
+        prompts = [check_text(p) for p in prompts]
+        results = []
+        for prompt in prompts:
+            t0 = time.perf_counter()
+            self.processor.reset_all_prompts(state)
+            with self._amp():
+                out = self.processor.set_text_prompt(prompt, state)
+            self._sync()
+            results.append(self._grounding_result(out, prompt, time.perf_counter() - t0))
+        return Sam3Result.merge(results, *self._hw)
+
+    def predict_boxes(
+            self,
+            boxes: Sequence[Sequence[float]],
+            labels: Optional[Sequence[bool]] = None,
+            text: Optional[str] = None,
+    ) -> Sam3Result:
+        """Exemplar boxes (xyxy pixels; label True = positive, False = negative), optionally with a text prompt:
+        SAM3 segments every instance like the positive boxes."""
+        state = self._require_image()
+        h, w = self._hw
+        boxes = [check_box(b, h, w) for b in boxes]
+        if not boxes:
+            raise ValueError('predict_boxes needs at least one box')
+        labels = [True] * len(boxes) if labels is None else [bool(x) for x in labels]
+        if len(labels) != len(boxes):
+            raise ValueError(f'{len(labels)} labels for {len(boxes)} boxes')
+        t0 = time.perf_counter()
+        self.processor.reset_all_prompts(state)
+        with self._amp():
+            if text is not None:
+                self.processor.set_text_prompt(check_text(text), state)
+            for (x0, y0, x1, y1), positive in zip(boxes, labels):
+                # Sam3Processor takes normalised (cx, cy, w, h)
+                norm = [(x0 + x1) / 2 / w, (y0 + y1) / 2 / h, (x1 - x0) / w, (y1 - y0) / h]
+                out = self.processor.add_geometric_prompt(norm, positive, state)
+        self._sync()
+        return self._grounding_result(out, text.strip() if text else 'visual', time.perf_counter() - t0)
+
+    def predict_points(
+            self,
+            points: Optional[Sequence[Sequence[float]]] = None,
+            labels: Optional[Sequence[int]] = None,
+            box: Optional[Sequence[float]] = None,
+            multimask_output: bool = True,
+    ) -> Sam3Result:
+        """SAM-style interactive segmentation of one object from clicks (x, y pixels; label 1 positive,
+        0 negative) and/or one box. Returns 3 candidate masks (best first) with ``multimask_output``, else 1."""
+        state = self._require_image()
+        if self.model.inst_interactive_predictor is None:
+            raise ValueError('this model has no interactive predictor: build it with build_sam3(..., interactive=True)')
+        h, w = self._hw
+        kwargs = {'multimask_output': multimask_output}
+        if points is not None:
+            if labels is None:
+                labels = [1] * len(points)
+            kwargs['point_coords'], kwargs['point_labels'] = check_points(points, labels, h, w)
+        if box is not None:
+            kwargs['box'] = check_box(box, h, w)
+        if points is None and box is None:
+            raise ValueError('predict_points needs points, a box, or both')
+        t0 = time.perf_counter()
+        with torch.inference_mode(), self._amp():
+            masks, ious, _ = self.model.predict_inst(state, **kwargs)
+        self._sync()
+        masks = np.asarray(masks).astype(bool).reshape(-1, h, w)
+        ious = np.asarray(ious, dtype=np.float32).reshape(-1)
+        order = np.argsort(-ious, kind='stable')
+        masks, ious = masks[order], ious[order]
+        return Sam3Result(masks, _masks_to_boxes(masks), np.clip(ious, 0, 1), ['point'] * len(ious),
+                          {'encoder': self.encoder_seconds, 'decoder': time.perf_counter() - t0})
