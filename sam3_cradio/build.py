@@ -172,6 +172,19 @@ def _finish_sam3(model: nn.Module, cfg: Any) -> None:
             m._bb_feat_sizes = [(4 * f, 4 * f), (2 * f, 2 * f), (f, f)]
 
 
+def _instantiate(node: Any) -> nn.Module:
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate
+
+    try:
+        return instantiate(node, _convert_='all')
+    except InstantiationException as e:
+        # hydra wraps errors in its own; a user error (missing weights, bad checkpoint) reads better bare
+        if isinstance(e.__cause__, (ValueError, FileNotFoundError)):
+            raise e.__cause__ from None
+        raise
+
+
 def build_sam3(
         backbone: str = 'cradio_v4_h',
         window_size: Optional[int] = _UNSET,
@@ -205,7 +218,6 @@ def build_sam3(
     Returns:
         The SAM3 model in eval mode; ``model.sam3_cradio_cfg`` holds the composed config (image size etc.).
     """
-    from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
     from . import compat
@@ -227,11 +239,10 @@ def build_sam3(
         _logger.info('C-RADIO trunk with random weights (pretrained=False)')
 
     compat.apply_cpu_shims()
-    model_cfg = cfg.image_model if mode == 'image' else cfg.video_model
-    model = instantiate(model_cfg, _convert_='all')
+    model = _instantiate(cfg.image_model if mode == 'image' else cfg.video_model)
     if mode == 'image' and interactive:
         from sam3.model.sam1_task_predictor import SAM3InteractiveImagePredictor
-        model.inst_interactive_predictor = SAM3InteractiveImagePredictor(instantiate(cfg.tracker, _convert_='all'))
+        model.inst_interactive_predictor = SAM3InteractiveImagePredictor(_instantiate(cfg.tracker))
     _finish_sam3(model, cfg)
 
     own_trunk = cfg.backbone.name == 'pe'

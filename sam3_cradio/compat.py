@@ -533,13 +533,14 @@ def init_uninitialised_text_params(model: nn.Module) -> List[str]:
 def move_caches_to(model: nn.Module, device: torch.device) -> int:
     """Move sam3's precomputed caches, which ``model.to(device)`` does not see, onto ``device``.
 
-    ``PositionEmbeddingSine.cache`` (``position_encoding.py:36-50``) and the decoder's box-RPB coordinates
-    (``decoder.py:279-284``, ``coord_cache``) are plain dicts/tuples of tensors, created on CUDA (or, with the
-    shims, on CPU) at construction. Left on the wrong device they break the first forward. Returns how many
+    ``PositionEmbeddingSine.cache`` (``position_encoding.py:36-50``), the decoder's box-RPB coordinates
+    (``decoder.py:279-284``, ``coord_cache``) and the tracker's ``RoPEAttention.freqs_cis`` are plain
+    attributes holding tensors, created on CUDA (or, with the shims, on CPU) at construction. Left on the wrong device they break the first forward. Returns how many
     tensors were moved.
     """
     from sam3.model.decoder import TransformerDecoder
     from sam3.model.position_encoding import PositionEmbeddingSine
+    from sam3.sam.transformer import RoPEAttention
 
     device = torch.device(device)
     moved = 0
@@ -554,4 +555,10 @@ def move_caches_to(model: nn.Module, device: torch.device) -> int:
             cache = getattr(module, 'coord_cache', None) or {}
             moved += 2 * len(cache)
             module.coord_cache = {k: tuple(t.to(device) for t in v) for k, v in cache.items()}
+        elif isinstance(module, RoPEAttention):
+            # sam/transformer.py:285 puts freqs_cis on CUDA whenever CUDA exists, whatever the model's device
+            for name in ('freqs_cis', 'freqs_cis_real', 'freqs_cis_imag'):
+                if isinstance(getattr(module, name, None), torch.Tensor):
+                    setattr(module, name, getattr(module, name).to(device))
+                    moved += 1
     return moved
