@@ -418,7 +418,7 @@ class Sam3VideoPredictor:
         ids = np.asarray(out['out_obj_ids'], dtype=np.int64).reshape(-1)
         scores = np.asarray(out['out_probs'], dtype=np.float32).reshape(-1)
         # sam3 drops empty masks before it makes the masks non-overlapping, which can empty a mask again
-        keep = masks.reshape(len(masks), -1).any(axis=1)
+        keep = masks.any(axis=(1, 2))
         if not keep.all():
             ids, masks, scores = ids[keep], masks[keep], scores[keep]
         return VideoFrameResult(int(frame_idx), ids, masks, masks_to_boxes(masks), scores, prompt_obj_id)
@@ -513,11 +513,18 @@ class Sam3VideoPredictor:
         coords += prompt.points
         labels += prompt.labels
         rel = np.asarray(coords, dtype=np.float32) / np.array([self.width, self.height], np.float32)
+        limit = int(getattr(self.model, 'max_num_objects', 0) or 0)
+        if limit > 0 and obj_id not in self.obj_ids and len(self.obj_ids) >= limit:
+            raise ValueError(f'cannot add object {obj_id}: {len(self.obj_ids)} objects are tracked, the model\'s '
+                             f'limit (model.max_num_objects = {limit}); remove_object() one or raise the limit')
         self._prefill_cache()
         with self._inference():
-            _, out = self.model.add_prompt(state, frame_idx=frame_idx, points=torch.from_numpy(rel),
-                                           point_labels=torch.tensor(labels, dtype=torch.int32), obj_id=obj_id,
-                                           rel_coordinates=True)
+            ret = self.model.add_prompt(state, frame_idx=frame_idx, points=torch.from_numpy(rel),
+                                        point_labels=torch.tensor(labels, dtype=torch.int32), obj_id=obj_id,
+                                        rel_coordinates=True)
+        if len(ret) != 2:  # sam3 returns (frame, [], masks, masks) when it refuses a new object (object limit)
+            raise ValueError(f'sam3 did not add object {obj_id} (object limit model.max_num_objects = {limit})')
+        out = ret[1]
         self._obj_prompts[(frame_idx, obj_id)] = prompt
         self._obj_done[obj_id] = {frame_idx}
         self._prompt_frames.add(frame_idx)
