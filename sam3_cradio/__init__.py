@@ -2,6 +2,21 @@
 from .adaptors import RadioOutput
 from .cradio import CRadioEncoder, create_cradio, load_cradio, save_cradio
 
+
+def __getattr__(name: str):
+    # SAM3 pulls in hydra, sam3 and its dependencies: import it only when asked for
+    if name == 'build_sam3':
+        from .build import build_sam3
+        return build_sam3
+    if name in ('Sam3ImagePredictor', 'Sam3Result'):
+        from . import predictor
+        return getattr(predictor, name)
+    if name == 'Sam3VideoPredictor':
+        from .video import Sam3VideoPredictor
+        return Sam3VideoPredictor
+    raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
+
 __version__ = '0.1.0'
 
-__all__ = ['CRadioEncoder', 'RadioOutput', 'create_cradio', 'load_cradio', 'save_cradio', '__version__']
+__all__ = ['CRadioEncoder', 'RadioOutput', 'create_cradio', 'load_cradio', 'save_cradio', 'build_sam3',
+           'Sam3ImagePredictor', 'Sam3Result', 'Sam3VideoPredictor', '__version__']

@@ -43,6 +43,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Set, Tuple, Un
 import numpy as np
 import torch
 from PIL import Image
+from torch.overrides import TorchFunctionMode
 
 from .images import to_rgb_array
 from .predictor import check_box, check_points, check_text
@@ -260,6 +261,23 @@ def masks_to_boxes(masks: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------------------------------------------
 # Predictor
 # --------------------------------------------------------------------------------------------------------------
+
+class _Bf16MemoryOnCpu(TorchFunctionMode):
+    """sam3 0.1.4 stores the tracker's memory features in bfloat16 (``sam3_tracking_predictor.py:1098``, ``:1149``).
+
+    On GPU, CUDA autocast absorbs that. On CPU, tracking an object on a frame before its first prompted frame (so no
+    object pointer, which is float32, joins the memory tokens in ``sam3_tracker_base.py:790``) feeds an all-bfloat16
+    memory to float32 linear layers (``sam/transformer.py:300``, ``v_proj``): "mat1 and mat2 must have the same
+    dtype". While a predictor call runs on CPU, a bfloat16 input of a float32 linear layer is cast to float32.
+    """
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func is torch._C._nn.linear and len(args) >= 2 and isinstance(args[0], torch.Tensor) \
+                and args[0].dtype == torch.bfloat16 and args[1].dtype == torch.float32:
+            args = (args[0].float(),) + tuple(args[1:])
+        return func(*args, **kwargs)
+
 
 @dataclass
 class _ObjPrompt:
@@ -548,7 +566,11 @@ class Sam3VideoPredictor:
     @contextmanager
     def _inference(self):
         with torch.inference_mode():
-            yield
+            if self.model.device.type == 'cpu':
+                with _Bf16MemoryOnCpu():
+                    yield
+            else:
+                yield
 
     def _plan(self, frames: Set[int]) -> Tuple[str, Optional[List[int]]]:
         """Which sam3 propagation brings ``frames`` up to date: full, partial (stale objects), or fetch."""
