@@ -216,7 +216,8 @@ def build_sam3(
         bpe_path: SAM3 text tokenizer vocabulary (default: the copy inside open_clip).
 
     Returns:
-        The SAM3 model in eval mode; ``model.sam3_cradio_cfg`` holds the composed config (image size etc.).
+        The SAM3 model in eval mode; ``model.sam3_cradio_cfg`` holds the backbone config (image size etc.) and
+        the weight report (SAM3 keys loaded, trunk keys dropped, keys ignored by design).
     """
     from omegaconf import OmegaConf
 
@@ -246,9 +247,10 @@ def build_sam3(
     _finish_sam3(model, cfg)
 
     own_trunk = cfg.backbone.name == 'pe'
+    report: Dict[str, Any] = {'sam3_weights': None}
     if pretrained:
         path = _sam3_checkpoint_path(cfg, sam3_checkpoint)
-        load_sam3_checkpoint(model, path, mode, interactive, own_trunk)
+        report = {'sam3_weights': str(path), **load_sam3_checkpoint(model, path, mode, interactive, own_trunk)}
     elif sam3_checkpoint is not None:
         raise ValueError('sam3_checkpoint was given with pretrained=False; drop one of them')
     else:
@@ -257,5 +259,5 @@ def build_sam3(
     model = model.to(device).eval()
     compat.move_caches_to(model, device)
     model.sam3_cradio_cfg = OmegaConf.to_container(cfg.backbone, resolve=True) | {
-        'mode': mode, 'feat_size': cfg.feat_size, 'interactive': interactive}
+        'mode': mode, 'feat_size': cfg.feat_size, 'interactive': interactive, **report}
     return model

@@ -76,6 +76,9 @@ def test_sam3_checkpoint_loads_through_the_user_loader(tmp_path):
     image = build_sam3('cradio_tiny', mode='image', interactive=True, **kw)
     plain = build_sam3('cradio_tiny', mode='image', interactive=False, **kw)
     vsd, isd, psd = video.state_dict(), image.state_dict(), plain.state_dict()
+    assert video.sam3_cradio_cfg['trunk_dropped'] == 2 and video.sam3_cradio_cfg['ignored_by_design'] == 0
+    n_tracker = sum(k.startswith('tracker.') for k in sd)
+    assert plain.sam3_cradio_cfg['ignored_by_design'] == n_tracker + sum('.sam2_convs.' in k for k in sd)
     for k, v in sd.items():
         if k.startswith(TRUNK_PREFIX['video']):
             continue
