@@ -136,13 +136,11 @@ class RadioCheckpoint:
     Attributes:
         state_dict: RADIO keys (``base_model.*``, ``input_conditioner.*``, ``_heads.*``, ``_feature_projections.*``).
         args: the training ``argparse.Namespace`` as a dict.
-        source: where it was read from (for messages).
-        has_adaptors: False for the HF ``model.safetensors`` export, which carries the backbone only.
+        source: where it was read from (for messages). The HF ``model.safetensors`` export carries no adaptor heads.
     """
     state_dict: Dict[str, torch.Tensor]
     args: Dict[str, Any]
     source: str
-    has_adaptors: bool = True
 
 
 # The HF export (`hf_model.RADIOModel`) stores the backbone as radio_model.model.* and the conditioner as
@@ -179,7 +177,7 @@ def _from_hf_layout(path: Path) -> RadioCheckpoint:
     if unknown:
         raise CheckpointError(f'{path} has tensors this loader does not know: {sorted(unknown)[:20]}')
     args = dict(config['args'])
-    return RadioCheckpoint(state_dict, args, str(path), has_adaptors=False)
+    return RadioCheckpoint(state_dict, args, str(path))
 
 
 def _from_pth(path: Path) -> RadioCheckpoint:

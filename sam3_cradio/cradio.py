@@ -800,12 +800,6 @@ def load_cradio(
     path, release = _resolve_source(source, prefer_safetensors)
     chk = read_radio_checkpoint(path)
     arch = arch_from_checkpoint(chk, release)
-    for name in adaptor_names:
-        spec = arch.teacher(name)
-        if not chk.has_adaptors:
-            raise ValueError(
-                f'{chk.source} is a Hugging Face model.safetensors export, which carries the backbone only; '
-                f'adaptor {spec.name!r} needs the released .pth.tar (e.g. {RELEASES["c-radio_v4-h"].checkpoint.filename})')
     if release is not None and window_size is not None and not release.supports_vitdet:
         raise ValueError(f'{source} does not support ViTDet windows')
 

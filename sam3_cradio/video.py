@@ -116,6 +116,7 @@ def _iter_video_file(path: Path) -> Iterator[np.ndarray]:
     import cv2
 
     cap = _open_capture(path)
+    expected = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
     n = 0
     try:
         while True:
@@ -128,6 +129,8 @@ def _iter_video_file(path: Path) -> Iterator[np.ndarray]:
         cap.release()
     if n == 0:
         raise _broken_video(path)
+    if expected > n:
+        _logger.warning('decoded %d of the %d frames %s declares; the file may be truncated', n, expected, path)
 
 
 def _is_frame_list(video: Any) -> bool:
