@@ -90,6 +90,13 @@ def _segment(a: argparse.Namespace) -> int:
     return 0
 
 
+def _track(a: argparse.Namespace) -> int:
+    from .video import main_track
+
+    a.pretrained = not a.random_weights
+    return main_track(a)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog='sam3-cradio', description='C-RADIOv4 as the image backbone of SAM3.')
     sub = p.add_subparsers(dest='command', required=True)
@@ -117,6 +124,16 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument('--out', type=Path, default=Path('segmented.png'))
     _add_model_args(seg)
     seg.set_defaults(func=_segment)
+
+    trk = sub.add_parser('track', help='track objects through a video from a text prompt or a first-frame box')
+    trk.add_argument('video', type=Path, help='a video file (mp4, ...) or a folder of frames')
+    trk.add_argument('--text', default=None, help='noun phrase, e.g. "person"')
+    trk.add_argument('--box', type=float, nargs=4, default=None, metavar=('X0', 'Y0', 'X1', 'Y1'),
+                     help='box of one object on the first frame, in pixels')
+    trk.add_argument('--fps', type=float, default=None, help='output frame rate (default: the input\'s, else 24)')
+    trk.add_argument('--out', type=Path, default=Path('tracked.mp4'))
+    _add_model_args(trk)
+    trk.set_defaults(func=_track)
     return p
 
 

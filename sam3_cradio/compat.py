@@ -339,6 +339,38 @@ def shim_tracker_fpn_float32() -> bool:
     return _patch(Sam3ImageOnVideoMultiGPU, '_build_multigpu_buffer_next_chunk', make, 'tracker_fpn_float32')
 
 
+def shim_tracker_memory_float32() -> bool:
+    """B15: the tracker stores its memory features in bfloat16 (``sam3_tracking_predictor.py:1098``, ``:1149``).
+
+    On GPU, CUDA autocast absorbs the dtype. On CPU, tracking an object on a frame before its first prompted frame
+    (no float32 object pointer joins the memory tokens, ``sam3_tracker_base.py:790``) feeds an all-bfloat16 memory
+    to the float32 memory attention (``sam/transformer.py:300``, ``v_proj``): "mat1 and mat2 must have the same
+    dtype". Without CUDA the wrapped ``TransformerEncoderCrossAttention.forward`` casts the memory (``prompt``,
+    ``prompt_pos``) to the dtype of the image features (``src``).
+    """
+    from sam3.model.decoder import TransformerEncoderCrossAttention
+
+    def make(fn: Callable) -> Callable:
+        signature = inspect.signature(fn)
+
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            if _cuda_available():
+                return fn(*args, **kwargs)
+            bound = signature.bind(*args, **kwargs)
+            src = bound.arguments['src']
+            dtype = (src[0] if isinstance(src, (list, tuple)) else src).dtype
+            for name in ('prompt', 'prompt_pos'):
+                value = bound.arguments.get(name)
+                if isinstance(value, torch.Tensor) and value.dtype != dtype:
+                    bound.arguments[name] = value.to(dtype)
+            return fn(*bound.args, **bound.kwargs)
+
+        return wrapper
+
+    return _patch(TransformerEncoderCrossAttention, 'forward', make, 'tracker_memory_float32')
+
+
 def shim_connected_components_empty() -> bool:
     """B11: ``sam3/perflib/connected_components.py:48`` ``torch.stack``s an empty list when there are 0 masks.
 
@@ -365,6 +397,30 @@ def shim_connected_components_empty() -> bool:
     return _patch(cc, 'connected_components_cpu', make, 'connected_components_empty')
 
 
+def shim_connected_components_counts() -> bool:
+    """Speed: ``sam3/perflib/connected_components.py:18-29`` counts each component's pixels with one full-image
+    pass per component (quadratic; ~20 s per call on noisy masks), on the CPU path that hole filling uses in video.
+
+    The wrapped ``connected_components_cpu_single`` returns the same labels and counts (background 0) from one
+    ``bincount``. Not gated on CUDA: CUDA tensors never reach the CPU path.
+    """
+    from sam3.perflib import connected_components as cc
+
+    def make(fn: Callable) -> Callable:
+        @functools.wraps(fn)
+        def connected_components_cpu_single(values: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+            from skimage.measure import label
+
+            labels = torch.from_numpy(label(values.cpu().numpy()))
+            sizes = torch.bincount(labels.flatten().long())
+            sizes[0] = 0  # background pixels keep a count of 0, as in sam3
+            return labels, sizes[labels.long()].to(labels.dtype)
+
+        return connected_components_cpu_single
+
+    return _patch(cc, 'connected_components_cpu_single', make, 'connected_components_counts')
+
+
 # Applied in this order after sam3 is imported (`edt_stub` runs before the import).
 CPU_SHIMS: Dict[str, Callable[[], bool]] = {
     'position_encoding_cpu': shim_position_encoding_cpu,
@@ -374,7 +430,9 @@ CPU_SHIMS: Dict[str, Callable[[], bool]] = {
     'tracker_state_on_cpu': shim_tracker_state_on_cpu,
     'video_frames_on_cpu': shim_video_frames_on_cpu,
     'tracker_fpn_float32': shim_tracker_fpn_float32,
+    'tracker_memory_float32': shim_tracker_memory_float32,
     'connected_components_empty': shim_connected_components_empty,
+    'connected_components_counts': shim_connected_components_counts,
 }
 
 

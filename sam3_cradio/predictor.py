@@ -22,7 +22,7 @@ import torch
 
 from .images import ImageLike, load_image
 
-__all__ = ['Sam3Result', 'Sam3ImagePredictor', 'check_box', 'check_points', 'check_text']
+__all__ = ['Sam3Result', 'Sam3ImagePredictor', 'check_box', 'check_points', 'check_text', 'masks_to_boxes']
 
 
 @dataclass
@@ -100,12 +100,21 @@ def check_points(points: Sequence[Sequence[float]], labels: Sequence[int], heigh
     return p.astype(np.float32), lab.astype(np.int32)
 
 
-def _masks_to_boxes(masks: np.ndarray) -> np.ndarray:
-    boxes = np.zeros((len(masks), 4), np.float32)
-    for i, m in enumerate(masks):
-        ys, xs = np.nonzero(m)
-        if len(xs):  # an empty mask keeps a zero box
-            boxes[i] = [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]
+def masks_to_boxes(masks: np.ndarray) -> np.ndarray:
+    """(N, H, W) bool -> (N, 4) float32 ``[min x, min y, max x + 1, max y + 1]``; an empty mask gives zeros."""
+    masks = np.asarray(masks, dtype=bool)
+    n = len(masks)
+    boxes = np.zeros((n, 4), np.float32)
+    if n == 0:
+        return boxes
+    cols, rows = masks.any(axis=1), masks.any(axis=2)  # (N, W), (N, H)
+    has = cols.any(axis=1)
+    w, h = cols.shape[1], rows.shape[1]
+    boxes[:, 0] = np.argmax(cols, axis=1)
+    boxes[:, 1] = np.argmax(rows, axis=1)
+    boxes[:, 2] = w - np.argmax(cols[:, ::-1], axis=1)
+    boxes[:, 3] = h - np.argmax(rows[:, ::-1], axis=1)
+    boxes[~has] = 0
     return boxes
 
 
@@ -248,5 +257,5 @@ class Sam3ImagePredictor:
         ious = np.asarray(ious, dtype=np.float32).reshape(-1)
         order = np.argsort(-ious, kind='stable')
         masks, ious = masks[order], ious[order]
-        return Sam3Result(masks, _masks_to_boxes(masks), np.clip(ious, 0, 1), ['point'] * len(ious),
+        return Sam3Result(masks, masks_to_boxes(masks), np.clip(ious, 0, 1), ['point'] * len(ious),
                           {'encoder': self.encoder_seconds, 'decoder': time.perf_counter() - t0})

@@ -43,14 +43,14 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Set, Tuple, Un
 import numpy as np
 import torch
 from PIL import Image
-from torch.overrides import TorchFunctionMode
 
 from .images import to_rgb_array
-from .predictor import check_box, check_points, check_text
+from .predictor import check_box, check_points, check_text, masks_to_boxes
 
 __all__ = [
-    'Sam3VideoPredictor', 'VideoFrameResult', 'TrackSummary', 'VideoNotOpenError', 'VideoLike',
-    'IMAGE_EXTS', 'list_frame_files', 'iter_video_frames', 'probe_video', 'track_video', 'main_track',
+    'Sam3VideoPredictor', 'VideoFrameResult', 'TrackSummary', 'VideoInfo', 'VideoNotOpenError', 'VideoLike',
+    'IMAGE_EXTS', 'list_frame_files', 'iter_video_frames', 'probe_video', 'masks_to_boxes', 'track_video',
+    'main_track',
 ]
 
 _logger = logging.getLogger(__name__)
@@ -172,26 +172,26 @@ class VideoInfo:
     fps: Optional[float]
 
 
+def _is_video_file(video: Any) -> bool:
+    return isinstance(video, (str, os.PathLike)) and Path(video).is_file() \
+        and Path(video).suffix.lower() not in IMAGE_EXTS
+
+
 def probe_video(video: VideoLike) -> VideoInfo:
-    """Check that ``video`` can be read (first frame decodes) and report its size, frame count and fps.
+    """Check that ``video`` can be read (its first frame decodes) and report its size, frame count and fps.
 
     Raises FileNotFoundError / ValueError with what to do, like :meth:`Sam3VideoPredictor.open`.
     """
     import cv2
 
-    if _is_frame_list(video) or not isinstance(video, (str, os.PathLike)) or Path(video).is_dir() \
-            or Path(video).suffix.lower() in IMAGE_EXTS:
-        if isinstance(video, (str, os.PathLike)) and Path(video).is_dir():
-            n = len(list_frame_files(video))
-        elif _is_frame_list(video):
+    if not _is_video_file(video):  # a folder, an image, a list (or a missing path): decode the first frame
+        first = next(iter_video_frames(video))
+        if _is_frame_list(video):
             n = len(video)
         else:
-            n = 1
-        first = next(iter_video_frames(video))
+            n = len(list_frame_files(video)) if Path(video).is_dir() else 1
         return VideoInfo(n, first.shape[0], first.shape[1], None)
     path = Path(video)
-    if not path.exists():
-        raise FileNotFoundError(f'video {str(path)!r} does not exist')
     cap = _open_capture(path)
     try:
         ok, frame = cap.read()
@@ -205,9 +205,7 @@ def probe_video(video: VideoLike) -> VideoInfo:
 
 
 def _video_fps(video: VideoLike) -> Optional[float]:
-    if isinstance(video, (str, os.PathLike)) and Path(video).is_file() and Path(video).suffix.lower() not in IMAGE_EXTS:
-        return probe_video(video).fps
-    return None
+    return probe_video(video).fps if _is_video_file(video) else None
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -243,44 +241,9 @@ class VideoFrameResult:
                    np.zeros((0, 4), np.float32), np.zeros((0,), np.float32))
 
 
-def masks_to_boxes(masks: np.ndarray) -> np.ndarray:
-    """(N, H, W) bool -> (N, 4) float32 ``[min x, min y, max x + 1, max y + 1]``; an empty mask gives zeros."""
-    masks = np.asarray(masks, dtype=bool)
-    n = len(masks)
-    boxes = np.zeros((n, 4), np.float32)
-    if n == 0:
-        return boxes
-    cols, rows = masks.any(axis=1), masks.any(axis=2)  # (N, W), (N, H)
-    has = cols.any(axis=1)
-    w, h = cols.shape[1], rows.shape[1]
-    boxes[:, 0] = np.argmax(cols, axis=1)
-    boxes[:, 1] = np.argmax(rows, axis=1)
-    boxes[:, 2] = w - np.argmax(cols[:, ::-1], axis=1)
-    boxes[:, 3] = h - np.argmax(rows[:, ::-1], axis=1)
-    boxes[~has] = 0
-    return boxes
-
-
 # --------------------------------------------------------------------------------------------------------------
 # Predictor
 # --------------------------------------------------------------------------------------------------------------
-
-class _Bf16MemoryOnCpu(TorchFunctionMode):
-    """sam3 0.1.4 stores the tracker's memory features in bfloat16 (``sam3_tracking_predictor.py:1098``, ``:1149``).
-
-    On GPU, CUDA autocast absorbs that. On CPU, tracking an object on a frame before its first prompted frame (so no
-    object pointer, which is float32, joins the memory tokens in ``sam3_tracker_base.py:790``) feeds an all-bfloat16
-    memory to float32 linear layers (``sam/transformer.py:300``, ``v_proj``): "mat1 and mat2 must have the same
-    dtype". While a predictor call runs on CPU, a bfloat16 input of a float32 linear layer is cast to float32.
-    """
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        if func is torch._C._nn.linear and len(args) >= 2 and isinstance(args[0], torch.Tensor) \
-                and args[0].dtype == torch.bfloat16 and args[1].dtype == torch.float32:
-            args = (args[0].float(),) + tuple(args[1:])
-        return func(*args, **kwargs)
-
 
 @dataclass
 class _ObjPrompt:
@@ -295,7 +258,7 @@ class Sam3VideoPredictor:
     Args:
         model: sam3's ``Sam3VideoInferenceWithInstanceInteractivity`` from ``build_sam3(..., mode='video')``.
 
-    sam3 0.1.4 behaviour this class works around (see the report in the method docs):
+    sam3 0.1.4 behaviour this class works around:
 
     - sam3 decides what ``propagate_in_video`` recomputes from an action history that misses cases (clicks added
       after a text prompt but before any propagation propagate only the clicked object; after a pass starting on
@@ -305,7 +268,9 @@ class Sam3VideoPredictor:
     - Click/box prompts before any propagation fail in sam3 (no cached frame outputs); the cache is pre-filled
       with empty entries.
     - Frames are decoded and resized here (so any cv2-readable file, folder or list works, and sam3's cv2 loader,
-      which does not scale pixels to [0, 1], is never used), then given to sam3 as a list of images.
+      which does not scale pixels to [0, 1], is never used), then given to sam3 as a list of images; the original
+      size is written back into the state, so sam3 returns masks at the video's resolution.
+    - On CPU, a bfloat16 tracker memory reaching float32 layers is cast (``compat.shim_tracker_memory_float32``).
     """
 
     def __init__(self, model: torch.nn.Module) -> None:
@@ -331,6 +296,7 @@ class Sam3VideoPredictor:
         self._obj_done: Dict[int, Set[int]] = {}  # clicked object -> frames up to date since its last prompt
         self._obj_prompts: Dict[Tuple[int, int], _ObjPrompt] = {}  # (frame, obj) -> its prompts there
         self._prompt_frames: Set[int] = set()
+        self._prompted = False  # any prompt since open/reset (objects may have been removed since)
 
     def _require_open(self) -> Dict[str, Any]:
         if self.state is None:
@@ -453,6 +419,8 @@ class Sam3VideoPredictor:
         state = self._require_open()
         frame_idx = self._check_frame(frame_idx)
         text = check_text(text)
+        if text == 'visual':  # sam3 reads this string as "no text" (sam3_video_inference.py, add_prompt)
+            raise ValueError("the text prompt 'visual' is reserved by sam3; use another phrase, e.g. 'visual object'")
         if self._obj_prompts or self.obj_ids:
             _logger.warning('add_text(%r) starts over: the %d object(s) and prompts added before are dropped; add '
                             'box and point prompts after the text prompt', text, len(self.obj_ids))
@@ -460,6 +428,7 @@ class Sam3VideoPredictor:
             _, out = self.model.add_prompt(state, frame_idx=frame_idx, text_str=text)
         self._clear_prompts()
         self._text = text
+        self._prompted = True
         self._full_done = {frame_idx}
         self._prompt_frames = {frame_idx}
         self._prefill_cache()
@@ -549,6 +518,7 @@ class Sam3VideoPredictor:
         self._obj_prompts[(frame_idx, obj_id)] = prompt
         self._obj_done[obj_id] = {frame_idx}
         self._prompt_frames.add(frame_idx)
+        self._prompted = True
         return self._result(frame_idx, out, prompt_obj_id=obj_id)
 
     def remove_object(self, obj_id: int) -> None:
@@ -569,11 +539,7 @@ class Sam3VideoPredictor:
     @contextmanager
     def _inference(self):
         with torch.inference_mode():
-            if self.model.device.type == 'cpu':
-                with _Bf16MemoryOnCpu():
-                    yield
-            else:
-                yield
+            yield
 
     def _plan(self, frames: Set[int]) -> Tuple[str, Optional[List[int]]]:
         """Which sam3 propagation brings ``frames`` up to date: full, partial (stale objects), or fetch."""
@@ -645,7 +611,7 @@ class Sam3VideoPredictor:
         self._require_open()
         if direction not in DIRECTIONS:
             raise ValueError(f'direction must be one of {DIRECTIONS}, got {direction!r}')
-        if self._text is None and not self._obj_prompts and not self.obj_ids:
+        if not self._prompted:
             raise ValueError('nothing to track: add a prompt first (add_text, add_box or add_points)')
         if start_frame is None:
             frames = self._prompt_frames or {0}
@@ -771,9 +737,10 @@ def main_track(args: Any) -> int:
     info = probe_video(args.video)  # fail on a bad video before building the model
     if box is not None:
         check_box(box, info.height, info.width)
-    model = build_sam3(args.backbone, args.window_size, mode='video', pretrained=bool(args.pretrained),
-                       sam3_checkpoint=args.sam3_checkpoint, cradio_checkpoint=args.cradio_checkpoint,
-                       device=args.device)
+    model = build_sam3(args.backbone, getattr(args, 'window_size', None), mode='video',
+                       pretrained=bool(getattr(args, 'pretrained', True)),
+                       sam3_checkpoint=getattr(args, 'sam3_checkpoint', None),
+                       cradio_checkpoint=getattr(args, 'cradio_checkpoint', None), device=getattr(args, 'device', None))
     summary = track_video(model, args.video, text=text, box=box, out=args.out,
                           progress=getattr(args, 'progress', True), fps=getattr(args, 'fps', None))
     print(f'wrote {summary.frames} frames ({summary.width}x{summary.height}, {summary.fps:g} fps) to {summary.out}; '

@@ -12,6 +12,7 @@ import sys
 import types
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -45,7 +46,7 @@ def tracker():
 
 
 def _patched_targets():
-    from sam3.model.decoder import TransformerDecoder
+    from sam3.model.decoder import TransformerDecoder, TransformerEncoderCrossAttention
     from sam3.model.geometry_encoders import SequenceGeometryEncoder
     from sam3.model.position_encoding import PositionEmbeddingSine
     from sam3.model.sam3_image import Sam3ImageOnVideoMultiGPU
@@ -64,7 +65,9 @@ def _patched_targets():
         'tracker_state_on_cpu': [Sam3TrackerPredictor.init_state],
         'video_frames_on_cpu': [Sam3VideoInference.init_state],
         'tracker_fpn_float32': [Sam3ImageOnVideoMultiGPU._build_multigpu_buffer_next_chunk],
+        'tracker_memory_float32': [TransformerEncoderCrossAttention.forward],
         'connected_components_empty': [cc.connected_components_cpu],
+        'connected_components_counts': [cc.connected_components_cpu_single],
     }
 
 
@@ -396,3 +399,29 @@ def _run_python(code: str, check: bool = True) -> subprocess.CompletedProcess:
     if check:
         assert proc.returncode == 0, proc.stderr[-3000:]
     return proc
+
+
+def test_connected_components_counts_equal_sam3(shims):
+    from sam3.perflib import connected_components as cc
+    original = cc.connected_components_cpu_single.__wrapped__
+    rng = np.random.default_rng(0)
+    for density in (0.0, 0.3, 0.6, 1.0):
+        values = torch.from_numpy(rng.random((40, 50)) < density)
+        want_labels, want_counts = original(values)
+        labels, counts = cc.connected_components_cpu_single(values)
+        assert torch.equal(labels, want_labels) and torch.equal(counts, want_counts)
+        assert counts.dtype == want_counts.dtype
+
+
+def test_tracker_memory_cast_to_float32_on_cpu(tracker):
+    # B15: an all-bfloat16 memory (no float32 object pointer) reaching the float32 memory attention
+    enc = tracker.transformer.encoder
+    n, b = 16 * 16, 1
+    kwargs = dict(src=[torch.randn(n, b, 256)], src_key_padding_mask=[None], src_pos=[torch.randn(n, b, 256)],
+                  prompt=torch.randn(n, b, 64, dtype=torch.bfloat16), prompt_pos=torch.randn(n, b, 64, dtype=torch.bfloat16),
+                  prompt_key_padding_mask=None, feat_sizes=[(16, 16)], num_obj_ptr_tokens=0)
+    with torch.no_grad():
+        with pytest.raises(RuntimeError, match='dtype'):
+            type(enc).forward.__wrapped__(enc, **kwargs)
+        out = enc(**kwargs)
+    assert out['memory'].dtype == torch.float32 and torch.isfinite(out['memory']).all()

@@ -1,0 +1,397 @@
+"""Video API (sam3_cradio.video) on the tiny SAM3 video model: sources, prompts on any frame, propagation in both
+directions, caching, track_video / main_track, and every input error.
+
+Random SAM3 weights give no confident detections and empty tracker masks. Where a test needs tracked objects with
+masks, the ``confident_tracker`` fixture makes the tracker's SAM mask decoder return a fixed blob with a positive
+object score (a forward hook; the rest of sam3's tracking code runs unchanged), and the text-prompt test makes the
+detector confident about its two best queries on one frame.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from sam3_cradio.video import (Sam3VideoPredictor, VideoFrameResult, VideoNotOpenError, iter_video_frames,
+                               list_frame_files, main_track, masks_to_boxes, probe_video, track_video)
+
+DATA = Path(__file__).parent / 'data'
+T, H, W = 10, 96, 128  # frames; a small non-square video keeps sam3's CPU post-processing cheap
+FPS = 10
+
+
+def _frames() -> list:
+    """10 frames of a real photo, the view shifted 3 px right per frame."""
+    photo = Image.open(DATA / 'images' / 'astronaut.jpg').convert('RGB').resize((160, 160), Image.BILINEAR)
+    a = np.asarray(photo)
+    return [np.ascontiguousarray(a[20:20 + H, 3 * i:3 * i + W]) for i in range(T)]
+
+
+def _write_mp4(path: Path, frames: list, fps: float = FPS) -> Path:
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*'mp4v'), fps, (W, H))
+    assert writer.isOpened()
+    for f in frames:
+        writer.write(cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
+    writer.release()
+    return path
+
+
+def _count_frames(path: Path) -> tuple:
+    cap = cv2.VideoCapture(str(path))
+    frames = []
+    while True:
+        ok, f = cap.read()
+        if not ok:
+            break
+        frames.append(cv2.cvtColor(f, cv2.COLOR_BGR2RGB))
+    cap.release()
+    return len(frames), frames
+
+
+@pytest.fixture(scope='module')
+def clip(tmp_path_factory) -> dict:
+    """The same 10 frames as arrays, an .mp4 and a JPEG folder (named 0, 5, 10, ... to test natural order)."""
+    root = tmp_path_factory.mktemp('video')
+    frames = _frames()
+    mp4 = _write_mp4(root / 'clip.mp4', frames)
+    short = _write_mp4(root / 'short.mp4', frames[:3])
+    folder = root / 'frames'
+    folder.mkdir()
+    for i, f in enumerate(frames):
+        Image.fromarray(f).save(folder / f'{5 * i}.jpg', quality=95)
+    (folder / 'notes.txt').write_text('not a frame')
+    return {'frames': frames, 'mp4': mp4, 'short': short, 'folder': folder, 'root': root}
+
+
+@pytest.fixture(scope='module')
+def model(tiny_ckpt):
+    from sam3_cradio.build import build_sam3
+
+    torch.manual_seed(0)
+    return build_sam3('cradio_tiny', mode='video', pretrained=False, cradio_checkpoint=tiny_ckpt, device='cpu')
+
+
+@pytest.fixture
+def confident_tracker(model):
+    """The tracker's mask decoder outputs a fixed blob (positive inside) and a positive object score."""
+
+    def hook(module, args, out):
+        masks, ious, tokens, obj_scores = out
+        h, w = masks.shape[-2:]
+        blob = torch.full_like(masks, -10.0)
+        blob[..., h // 4:3 * h // 4, w // 3:2 * w // 3] = 10.0
+        return blob, ious, tokens, torch.full_like(obj_scores, 10.0)
+
+    handle = model.tracker.sam_mask_decoder.register_forward_hook(hook)
+    yield
+    handle.remove()
+
+
+def check_result(r: VideoFrameResult, frame_idx: int = None) -> VideoFrameResult:
+    assert isinstance(r, VideoFrameResult)
+    if frame_idx is not None:
+        assert r.frame_idx == frame_idx
+    n = len(r)
+    assert r.obj_ids.shape == (n,) and r.obj_ids.dtype == np.int64 and len(set(r.obj_ids.tolist())) == n
+    assert r.masks.shape == (n, H, W) and r.masks.dtype == bool      # the original video size
+    assert r.masks.any(axis=(1, 2)).all()                              # no empty masks
+    assert r.boxes.shape == (n, 4) and r.boxes.dtype == np.float32
+    assert (r.boxes[:, :2] >= 0).all() and (r.boxes[:, 2] <= W).all() and (r.boxes[:, 3] <= H).all()
+    assert (r.boxes[:, 2] > r.boxes[:, 0]).all() and (r.boxes[:, 3] > r.boxes[:, 1]).all()
+    assert np.array_equal(r.boxes, masks_to_boxes(r.masks))
+    assert r.scores.shape == (n,) and r.scores.dtype == np.float32
+    assert np.isfinite(r.scores).all() and (r.scores >= 0).all() and (r.scores <= 1).all()
+    return r
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Sources
+# ---------------------------------------------------------------------------------------------------------------
+
+def test_frame_folder_order_and_sources(clip):
+    names = [p.name for p in list_frame_files(clip['folder'])]
+    assert names == [f'{5 * i}.jpg' for i in range(T)]               # natural order, not 0, 10, 15, ..., 5
+    for source in ('mp4', 'folder'):
+        decoded = list(iter_video_frames(clip[source]))
+        assert len(decoded) == T
+        for got, want in zip(decoded, clip['frames']):                # lossy, but the same frames in order
+            assert got.shape == (H, W, 3) and got.dtype == np.uint8
+            assert np.abs(got.astype(int) - want).mean() < 8
+    info = probe_video(clip['mp4'])
+    assert (info.num_frames, info.height, info.width, info.fps) == (T, H, W, FPS)
+    assert masks_to_boxes(np.zeros((2, 4, 5), bool)).tolist() == [[0] * 4] * 2
+    m = np.zeros((1, 4, 5), bool)
+    m[0, 1:3, 2] = True
+    assert masks_to_boxes(m).tolist() == [[2, 1, 3, 3]]
+
+
+def test_open_every_source(model, clip):
+    p = Sam3VideoPredictor(model)
+    size = model.sam3_cradio_cfg['image_size']
+    batches, fps = {}, {}
+    for source in (clip['mp4'], clip['folder'], clip['frames'], np.stack(clip['frames']),
+                   [Image.fromarray(f) for f in clip['frames']]):
+        state = p.open(source)
+        assert state is p.state
+        assert p.num_frames == T and p.frame_size == (H, W)
+        assert (state['orig_height'], state['orig_width']) == (H, W)
+        batch = state['input_batch'].img_batch
+        assert tuple(batch.shape) == (T, 3, size, size)                # the model's image_size, not 1008
+        key = type(source).__name__ if not isinstance(source, Path) else source.suffix or 'dir'
+        batches[key], fps[key] = batch.float(), p.fps
+    assert fps == {'.mp4': pytest.approx(FPS), 'dir': None, 'list': None, 'ndarray': None}
+    assert torch.equal(batches['list'], batches['ndarray'])           # arrays, PIL images: identical input
+    assert (batches['.mp4'] - batches['list']).abs().mean() < 0.1      # mp4 is lossy but scaled like the rest
+    assert (batches['dir'] - batches['list']).abs().mean() < 0.1
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Prompts and propagation
+# ---------------------------------------------------------------------------------------------------------------
+
+def test_box_and_points_on_middle_frame_propagate_both(model, clip, confident_tracker):
+    p = Sam3VideoPredictor(model)
+    p.open(clip['mp4'])
+    r = check_result(p.add_box(5, [30, 20, 100, 80]), 5)
+    obj = r.prompt_obj_id
+    assert obj == 0 and r.obj_ids.tolist() == [obj]
+    r = check_result(p.add_points(5, [[64, 50], [10, 10]], [1, 0], obj_id=obj), 5)  # refines the same object
+    assert r.prompt_obj_id == obj and p.obj_ids == [obj]
+
+    results = [check_result(r) for r in p.propagate('both')]
+    assert [r.frame_idx for r in results] == [5, 6, 7, 8, 9, 4, 3, 2, 1, 0]
+    for r in results:
+        assert r.obj_ids.tolist() == [obj]                             # the same id on every frame
+
+    again = list(p.propagate('both'))                                 # nothing changed: sam3's cached results
+    assert [r.frame_idx for r in again] == [r.frame_idx for r in results]
+    for a, b in zip(again, results):
+        assert np.array_equal(a.obj_ids, b.obj_ids) and np.array_equal(a.masks, b.masks)
+    assert p.state['action_history'][-1]['type'] == 'propagation_fetch'
+
+    p.remove_object(obj)
+    assert p.obj_ids == []
+    assert all(len(check_result(r)) == 0 for r in p.propagate('forward', start_frame=0))
+    with pytest.raises(ValueError, match='not tracked'):
+        p.remove_object(obj)
+    p.reset()
+    with pytest.raises(ValueError, match='nothing to track'):
+        p.propagate()
+
+
+def test_points_new_objects_any_frame_and_directions(model, clip, confident_tracker):
+    p = Sam3VideoPredictor(model)
+    p.open(clip['folder'])
+    a = check_result(p.add_points(7, [[20, 20], [40, 30]], [1, 0]), 7).prompt_obj_id
+    b = check_result(p.add_points(2, [[100, 70]]), 2).prompt_obj_id
+    assert (a, b) == (0, 1) and p.obj_ids == [0, 1]
+    # default start of a backward pass: the last prompted frame (7); object 1 is tracked before its prompt frame
+    back = [check_result(r) for r in p.propagate('backward', max_frames=2)]
+    assert [r.frame_idx for r in back] == [7, 6]
+    fwd = [check_result(r) for r in p.propagate('forward', start_frame=8, max_frames=1)]
+    assert [r.frame_idx for r in fwd] == [8]
+    for r in back + fwd:
+        assert set(r.obj_ids.tolist()) <= {0, 1} and len(r) >= 1
+
+
+def test_text_prompt(model, clip, caplog, monkeypatch):
+    p = Sam3VideoPredictor(model)
+    p.open(clip['frames'])
+    check_result(p.add_text(0, 'astronaut'), 0)                       # random weights: possibly empty
+    assert [check_result(r).frame_idx for r in p.propagate('forward', max_frames=3)] == [0, 1, 2]
+
+    # the detector's two best queries on frame 4 made confident: they become tracked objects and go through
+    # sam3's full (detector + tracker) propagation
+    original = model.detector.forward_video_grounding_multigpu
+
+    def two_confident(*args, **kwargs):
+        out, backbone_out = original(*args, **kwargs)
+        if kwargs.get('frame_idx') == 4:
+            logits = out['pred_logits'].clone()
+            logits[0, logits[0, :, 0].topk(2).indices, 0] = 10.0  # (NMS left every random query at -1e4)
+            out = {**out, 'pred_logits': logits}
+        return out, backbone_out
+
+    monkeypatch.setattr(model.detector, 'forward_video_grounding_multigpu', two_confident)
+    p.add_points(4, [[50, 50]])
+    with caplog.at_level(logging.WARNING, logger='sam3_cradio.video'):
+        check_result(p.add_text(4, '  person '), 4)
+    assert 'starts over' in caplog.text                                # the clicked object was dropped
+    assert p.text == 'person' and 1 <= len(p.obj_ids) <= 2
+    frames = [check_result(r).frame_idx for r in p.propagate('both', max_frames=2)]
+    assert frames == [4, 5, 3]
+    assert 1 <= len(p.obj_ids) <= 2
+
+
+def test_box_partly_outside_is_clipped_and_converted(model, clip, monkeypatch):
+    p = Sam3VideoPredictor(model)
+    p.open(clip['frames'])
+    sent = {}
+    original = model.add_prompt
+
+    def spy(state, frame_idx, **kwargs):
+        sent.update(kwargs, frame_idx=frame_idx)
+        return original(state, frame_idx, **kwargs)
+
+    monkeypatch.setattr(model, 'add_prompt', spy)
+    r = check_result(p.add_box(3, [-20, -10, 64, 48], obj_id=5), 3)
+    assert r.prompt_obj_id == 5 and sent['obj_id'] == 5 and sent['frame_idx'] == 3
+    # sam3 gets the clipped box as two corner points (labels 2, 3), relative to the frame
+    assert sent['point_labels'].tolist() == [2, 3]
+    assert np.allclose(sent['points'].numpy(), [[0, 0], [64 / W, 48 / H]])
+    check_result(p.add_points(3, [[W, H]], obj_id=5))                  # the far corner is inside
+    assert sent['point_labels'].tolist() == [2, 3, 1]                  # points add to the box on that frame
+    assert np.allclose(sent['points'].numpy()[2], [1, 1])
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# track_video / main_track
+# ---------------------------------------------------------------------------------------------------------------
+
+def test_track_video_writes_mp4(model, clip, tmp_path, confident_tracker):
+    out = tmp_path / 'sub' / 'tracked.mp4'
+    summary = track_video(model, clip['short'], text='person', box=[30, 20, 100, 80], out=out, progress=False)
+    assert summary.frames == 3 and summary.out == str(out) and (summary.height, summary.width) == (H, W)
+    assert summary.fps == pytest.approx(FPS)                           # the input's frame rate
+    assert 0 in summary.object_ids                                     # the box object
+    n, frames = _count_frames(out)
+    assert n == 3 and frames[0].shape == (H, W, 3)
+    # the object was drawn: the annotated frames differ from the input inside the box
+    assert np.abs(frames[0][20:80, 30:100].astype(int) - clip['frames'][0][20:80, 30:100]).mean() > 10
+
+
+def test_main_track(clip, tmp_path, tiny_ckpt, capsys):
+    args = argparse.Namespace(video=str(clip['short']), text='person', box=None, backbone='cradio_tiny',
+                              window_size=None, sam3_checkpoint=None, cradio_checkpoint=str(tiny_ckpt),
+                              pretrained=False, device='cpu', out=str(tmp_path / 'out.mp4'), progress=False, fps=4)
+    assert main_track(args) == 0
+    assert 'wrote 3 frames' in capsys.readouterr().out
+    assert _count_frames(tmp_path / 'out.mp4')[0] == 3
+    # a bad video or prompt fails before the model is built
+    with pytest.raises(FileNotFoundError):
+        main_track(argparse.Namespace(**{**vars(args), 'video': str(tmp_path / 'missing.mp4')}))
+    with pytest.raises(ValueError, match='prompt'):
+        main_track(argparse.Namespace(**{**vars(args), 'text': None}))
+    with pytest.raises(ValueError, match='outside'):
+        main_track(argparse.Namespace(**{**vars(args), 'text': None, 'box': [500, 500, 600, 600]}))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Errors
+# ---------------------------------------------------------------------------------------------------------------
+
+def test_unreadable_videos(model, clip, tmp_path):
+    p = Sam3VideoPredictor(model)
+    text = tmp_path / 'notes.mp4'
+    text.write_text('this is a text file, not a video\n' * 20)
+    data = clip['mp4'].read_bytes()
+    truncated = tmp_path / 'truncated.mp4'
+    truncated.write_bytes(data[:len(data) // 2])
+    empty = tmp_path / 'empty.mp4'
+    empty.write_bytes(b'')
+    for bad in (text, truncated, empty):
+        with pytest.raises(ValueError, match='cannot be read as a video'):
+            p.open(bad)
+        with pytest.raises(ValueError, match='cannot be read as a video'):
+            probe_video(bad)
+    with pytest.raises(FileNotFoundError, match='does not exist'):
+        p.open(tmp_path / 'missing.mp4')
+    (tmp_path / 'empty_dir').mkdir()
+    (tmp_path / 'empty_dir' / 'readme.txt').write_text('no frames here')
+    with pytest.raises(ValueError, match='has no frames'):
+        p.open(tmp_path / 'empty_dir')
+    with pytest.raises(ValueError, match='empty'):
+        p.open([])
+    with pytest.raises(ValueError, match='same size'):
+        p.open([np.zeros((8, 8, 3), np.uint8), np.zeros((8, 9, 3), np.uint8)])
+    bad_frame = tmp_path / 'bad_frames'
+    bad_frame.mkdir()
+    Image.fromarray(clip['frames'][0]).save(bad_frame / '0.jpg')
+    (bad_frame / '1.jpg').write_text('not a jpeg')
+    with pytest.raises(ValueError, match='not an image'):
+        p.open(bad_frame)
+    with pytest.raises(TypeError):
+        p.open(42)
+    assert p.state is None                                             # nothing was opened
+    with pytest.raises(ValueError, match='video model'):
+        Sam3VideoPredictor(torch.nn.Linear(2, 2))
+
+
+def test_prompt_before_open(model):
+    p = Sam3VideoPredictor(model)
+    calls = [lambda: p.add_text(0, 'cat'), lambda: p.add_box(0, [0, 0, 5, 5]), lambda: p.add_points(0, [[1, 1]]),
+             lambda: p.propagate(), lambda: p.reset(), lambda: p.remove_object(0)]
+    for call in calls:
+        with pytest.raises(VideoNotOpenError, match=r'call predictor.open\(video\)'):
+            call()
+    assert issubclass(VideoNotOpenError, ValueError) and issubclass(VideoNotOpenError, RuntimeError)
+
+
+def test_prompt_errors(model, clip):
+    p = Sam3VideoPredictor(model)
+    p.open(clip['frames'])
+    for idx in (T, -1, 100):
+        with pytest.raises(ValueError, match='out of range'):
+            p.add_text(idx, 'cat')
+        with pytest.raises(ValueError, match='out of range'):
+            p.add_box(idx, [0, 0, 5, 5])
+        with pytest.raises(ValueError, match='out of range'):
+            p.add_points(idx, [[1, 1]])
+    for idx in (1.5, True, '3'):
+        with pytest.raises(ValueError, match='frame_idx must be an int'):
+            p.add_points(idx, [[1, 1]])
+    for text in ('', '   ', '\n\t', None):
+        with pytest.raises(ValueError, match='text prompt is empty'):
+            p.add_text(0, text)
+    with pytest.raises(ValueError, match='reserved'):
+        p.add_text(0, 'visual')
+    for box in ([10, 10, 10, 50], [10, 50, 60, 50], [60, 10, 10, 50]):
+        with pytest.raises(ValueError, match='zero or negative area'):
+            p.add_box(0, box)
+    for box in ([W + 10, 10, W + 50, 50], [-50, -50, -10, -10], [10, H, 50, H + 40]):
+        with pytest.raises(ValueError, match='outside'):
+            p.add_box(0, box)
+    for box in ([1, 2, 3], [0, 0, np.nan, 5]):
+        with pytest.raises(ValueError, match='4 finite numbers'):
+            p.add_box(0, box)
+    for pts in ([[-1, 5]], [[W + 1, 5]], [[5, H + 0.5]], [[10, 10], [10, -3]]):
+        with pytest.raises(ValueError, match='outside'):
+            p.add_points(0, pts)
+    with pytest.raises(ValueError, match='label'):
+        p.add_points(0, [[1, 1]], labels=[2])
+    with pytest.raises(ValueError, match='label'):
+        p.add_points(0, [[1, 1], [2, 2]], labels=[1])
+    with pytest.raises(ValueError, match='pixel pairs'):
+        p.add_points(0, [])
+    with pytest.raises(ValueError, match='obj_id'):
+        p.add_points(0, [[1, 1]], obj_id=-1)
+    with pytest.raises(ValueError, match='nothing to track'):
+        p.propagate()
+    with pytest.raises(ValueError, match='not tracked'):
+        p.remove_object(3)
+    p._prompted = True  # (skip the model call) propagate's own argument checks
+    with pytest.raises(ValueError, match='direction'):
+        p.propagate('sideways')
+    with pytest.raises(ValueError, match='max_frames'):
+        p.propagate(max_frames=0)
+    with pytest.raises(ValueError, match='out of range'):
+        p.propagate(start_frame=T)
+    assert p.obj_ids == [] and p.state['action_history'] == []         # no error reached the model
+
+
+def test_track_video_errors(model, clip, tmp_path):
+    with pytest.raises(ValueError, match='needs a prompt'):
+        track_video(model, clip['short'], out=tmp_path / 'x.mp4')
+    with pytest.raises(ValueError, match='empty'):
+        track_video(model, clip['short'], text=' ', out=tmp_path / 'x.mp4')
+    with pytest.raises(ValueError, match='fps'):
+        track_video(model, clip['short'], text='cat', out=tmp_path / 'x.mp4', fps=0)
+    with pytest.raises(ValueError, match='outside'):
+        track_video(model, clip['short'], box=[W + 1, 0, W + 9, 9], out=tmp_path / 'x.mp4')
+    assert not (tmp_path / 'x.mp4').exists()
