@@ -13,7 +13,6 @@ import torch
 from torch import nn
 
 from .checkpoint import CheckpointError, HubFile, check_keys, hub_download, safe_torch_load
-from .cradio import global_block_indexes  # noqa: F401  (re-exported for configs/docs)
 
 _logger = logging.getLogger(__name__)
 

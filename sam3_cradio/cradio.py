@@ -24,7 +24,7 @@ from torch import nn
 import timm
 from timm.models._features import feature_take_indices
 
-from .adaptors import HEAD_TYPES, CRadioAdaptor, HeadSpec, RadioOutput, build_head, head_spec_from_state
+from .adaptors import CRadioAdaptor, HeadSpec, RadioOutput, build_head, head_spec_from_state
 from .checkpoint import (
     CheckpointError, HubFile, PathLike, RadioCheckpoint, check_keys, hub_download, read_radio_checkpoint,
     save_radio_checkpoint,

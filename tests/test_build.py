@@ -146,7 +146,6 @@ def _sizes(model, mode):
     """Every size sam3 derives from 1008 px / patch 14, read off a built model."""
     from sam3.model.decoder import TransformerDecoder
     from sam3.model.memory import SimpleMaskDownSampler
-    from sam3.model.position_encoding import PositionEmbeddingSine
     from sam3.sam.transformer import RoPEAttention
 
     tracker = model.tracker if mode == 'video' else model.inst_interactive_predictor.model
