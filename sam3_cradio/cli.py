@@ -97,6 +97,22 @@ def _track(a: argparse.Namespace) -> int:
     return main_track(a)
 
 
+def _demo(argv: List[str]) -> int:
+    """``sam3-cradio demo [options]``: the Gradio demo (demo/app.py of a source checkout; pip install -e ".[demo]")."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / 'demo' / 'app.py'
+    if not path.is_file():
+        print(f'error: the demo runs from a source checkout of sam3-cradio ({path} is missing)', file=sys.stderr)
+        return 2
+    name = 'sam3_cradio_demo_app'
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses resolve the module's annotations through sys.modules
+    spec.loader.exec_module(module)
+    return module.main(argv)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog='sam3-cradio', description='C-RADIOv4 as the image backbone of SAM3.')
     sub = p.add_subparsers(dest='command', required=True)
@@ -134,11 +150,16 @@ def build_parser() -> argparse.ArgumentParser:
     trk.add_argument('--out', type=Path, default=Path('tracked.mp4'))
     _add_model_args(trk)
     trk.set_defaults(func=_track)
+
+    sub.add_parser('demo', add_help=False, help='Gradio web demo (sam3-cradio demo --help)')
     return p
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     logging.basicConfig(level=logging.INFO, format='%(levelname)s %(name)s: %(message)s')
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ['demo']:  # the demo parses its own options
+        return _demo(argv[1:])
     a = build_parser().parse_args(argv)
     try:
         return a.func(a)

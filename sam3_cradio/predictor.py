@@ -15,14 +15,14 @@ from __future__ import annotations
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 
 from .images import ImageLike, load_image
 
-__all__ = ['Sam3Result', 'Sam3ImagePredictor', 'check_box', 'check_points', 'check_text', 'masks_to_boxes']
+__all__ = ['Sam3Result', 'ImageFeatures', 'Sam3ImagePredictor', 'check_box', 'check_points', 'check_text', 'masks_to_boxes']
 
 
 @dataclass
@@ -118,6 +118,14 @@ def masks_to_boxes(masks: np.ndarray) -> np.ndarray:
     return boxes
 
 
+@dataclass
+class ImageFeatures:
+    """An encoded image, reusable across predictors of the same model (e.g. a per-image cache in a server)."""
+    backbone_out: dict
+    original_size: Tuple[int, int]
+    encoder_seconds: float
+
+
 class Sam3ImagePredictor:
     """Set an image once, then prompt it with text, boxes or points; the image features are computed once."""
 
@@ -163,6 +171,25 @@ class Sam3ImagePredictor:
         self._sync()
         self.encoder_seconds = time.perf_counter() - t0
         self._hw = (pil.height, pil.width)
+        return self
+
+    @property
+    def original_size(self) -> Tuple[int, int]:
+        """(H, W) of the image set last."""
+        return self._hw
+
+    def features(self) -> ImageFeatures:
+        """The encoded image, to restore later with :meth:`set_features` without running the encoder again."""
+        state = self._require_image()
+        return ImageFeatures(dict(state['backbone_out']), self._hw, self.encoder_seconds)
+
+    def set_features(self, features: ImageFeatures) -> 'Sam3ImagePredictor':
+        """Use an image encoded earlier by :meth:`features`. Prompts add and drop top-level entries of
+        ``backbone_out`` (the text features) but never change its tensors, so a shallow copy keeps users apart."""
+        h, w = features.original_size
+        self._state = {'original_height': h, 'original_width': w, 'backbone_out': dict(features.backbone_out)}
+        self._hw = (h, w)
+        self.encoder_seconds = features.encoder_seconds
         return self
 
     def _sync(self) -> None:
