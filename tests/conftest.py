@@ -75,3 +75,33 @@ def tiny_image_model():
     from sam3_cradio.build import build_sam3
     return build_sam3('cradio_tiny', mode='image', pretrained=False, cradio_checkpoint=CRADIO_TINY / 'model.pth.tar',
                       device='cpu')
+
+
+def make_tracker_confident(model, x_range=(1 / 3, 2 / 3)):
+    """Random SAM3 weights lose every tracked object. This makes the video model's tracker mask decoder output a
+    fixed blob (rows h/4..3h/4, columns ``x_range`` of the width) with a positive object score, so tests exercise
+    tracking, drawing and scoring. Returns the hook handle (``.remove()`` to undo)."""
+
+    def hook(module, args, out):
+        masks, ious, tokens, obj_scores = out
+        h, w = masks.shape[-2:]
+        blob = torch.full_like(masks, -10.0)
+        blob[..., h // 4:3 * h // 4, int(w * x_range[0]):int(w * x_range[1])] = 10.0
+        return blob, ious, tokens, torch.full_like(obj_scores, 10.0)
+
+    return model.tracker.sam_mask_decoder.register_forward_hook(hook)
+
+
+def read_video_frames(path) -> list:
+    """Every frame of a video file as RGB arrays (cv2)."""
+    import cv2
+
+    cap = cv2.VideoCapture(str(path))
+    frames = []
+    while True:
+        ok, frame = cap.read()
+        if not ok:
+            break
+        frames.append(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
+    cap.release()
+    return frames

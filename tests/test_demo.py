@@ -38,6 +38,7 @@ from gradio_client import Client, handle_file  # noqa: E402
 from gradio_client.exceptions import AppError  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from conftest import make_tracker_confident, read_video_frames  # noqa: E402
 from demo.app import (BACKBONE_LABELS, DemoState, UserError, build_app, launch_kwargs, load_upload,  # noqa: E402
                       parse_args, window_choices)
 
@@ -294,34 +295,12 @@ def _clip(path: Path, n: int):
     return path, frames
 
 
-def _read_video(path) -> list:
-    cap = cv2.VideoCapture(str(path))
-    frames = []
-    while True:
-        ok, f = cap.read()
-        if not ok:
-            break
-        frames.append(cv2.cvtColor(f, cv2.COLOR_BGR2RGB))
-    cap.release()
-    return frames
-
-
 @pytest.fixture
 def confident_tracker(app):
     """The tiny video model's tracker mask decoder outputs a fixed blob with a positive object score (random
     weights track nothing), so a box prompt gives a tracked object to draw."""
-    import torch
-
     entry = app[0].sam3_demo.registry.get('cradio_tiny', None, 'video')
-
-    def hook(module, args, out):
-        masks, ious, tokens, obj_scores = out
-        h, w = masks.shape[-2:]
-        blob = torch.full_like(masks, -10.0)
-        blob[..., h // 4:3 * h // 4, w // 3:2 * w // 3] = 10.0
-        return blob, ious, tokens, torch.full_like(obj_scores, 10.0)
-
-    handle = entry.model.tracker.sam_mask_decoder.register_forward_hook(hook)
+    handle = make_tracker_confident(entry.model)
     yield
     handle.remove()
 
@@ -335,7 +314,7 @@ def test_video_text_box_and_limits(app, small, confident_tracker):
 
     video, status = client.predict(handle_file(str(clip)), '', {'image': handle_file(str(first)), 'boxes': [
         {'xmin': 50, 'ymin': 20, 'xmax': 110, 'ymax': 100, 'label': 'object'}]}, TINY, 'global', api_name='/track')
-    out = _read_video(video)
+    out = read_video_frames(video)
     assert len(out) == 4 and out[0].shape == (120, 160, 3)
     assert 'tracked 4 frames (160x120' in status and 'objects: #0' in status
     drawn_diff = np.mean([np.abs(a.astype(int) - b.astype(int)).mean() for a, b in zip(out, frames)])
@@ -344,7 +323,7 @@ def test_video_text_box_and_limits(app, small, confident_tracker):
     shutil.copy(video, ARTIFACTS / 'demo_tracked.webm')
 
     video, status = client.predict(handle_file(str(clip)), 'person', None, TINY, 'global', api_name='/track')
-    assert len(_read_video(video)) == 4 and 'tracked 4 frames' in status
+    assert len(read_video_frames(video)) == 4 and 'tracked 4 frames' in status
 
     long_clip, _ = _clip(d / 'long.mp4', MAX_FRAMES + 2)
     video, status = client.predict(handle_file(str(long_clip)), 'person', None, TINY, 'global', api_name='/track')

@@ -31,6 +31,8 @@ import pytest
 import torch
 from PIL import Image
 
+from conftest import make_tracker_confident
+
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / 'tests' / 'data' / 'cradio_tiny' / 'model.pth.tar'
 PHOTOS = ROOT / 'tests' / 'data' / 'images'
@@ -269,16 +271,9 @@ def _blob_tracker(mod) -> None:
     weights otherwise lose every object, and J&F would be 0 whatever the pipeline does)."""
     build = mod.build_model
 
-    def hook(module, args, out):
-        masks, ious, tokens, obj_scores = out
-        h, w = masks.shape[-2:]
-        blob = torch.full_like(masks, -10.0)
-        blob[..., h // 4:3 * h // 4, w // 4:w // 2] = 10.0
-        return blob, ious, tokens, torch.full_like(obj_scores, 10.0)
-
     def build_confident(*args, **kwargs):
         model = build(*args, **kwargs)
-        model.tracker.sam_mask_decoder.register_forward_hook(hook)
+        make_tracker_confident(model, x_range=(1 / 4, 1 / 2))
         return model
 
     mod.build_model = build_confident

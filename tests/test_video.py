@@ -18,6 +18,7 @@ import pytest
 import torch
 from PIL import Image
 
+from conftest import make_tracker_confident, read_video_frames
 from sam3_cradio.video import (Sam3VideoPredictor, VideoFrameResult, VideoNotOpenError, iter_video_frames,
                                list_frame_files, main_track, masks_to_boxes, probe_video, track_video)
 
@@ -43,14 +44,7 @@ def _write_mp4(path: Path, frames: list, fps: float = FPS) -> Path:
 
 
 def _count_frames(path: Path) -> tuple:
-    cap = cv2.VideoCapture(str(path))
-    frames = []
-    while True:
-        ok, f = cap.read()
-        if not ok:
-            break
-        frames.append(cv2.cvtColor(f, cv2.COLOR_BGR2RGB))
-    cap.release()
+    frames = read_video_frames(path)
     return len(frames), frames
 
 
@@ -79,16 +73,7 @@ def model(tiny_ckpt):
 
 @pytest.fixture
 def confident_tracker(model):
-    """The tracker's mask decoder outputs a fixed blob (positive inside) and a positive object score."""
-
-    def hook(module, args, out):
-        masks, ious, tokens, obj_scores = out
-        h, w = masks.shape[-2:]
-        blob = torch.full_like(masks, -10.0)
-        blob[..., h // 4:3 * h // 4, w // 3:2 * w // 3] = 10.0
-        return blob, ious, tokens, torch.full_like(obj_scores, 10.0)
-
-    handle = model.tracker.sam_mask_decoder.register_forward_hook(hook)
+    handle = make_tracker_confident(model)
     yield
     handle.remove()
 
