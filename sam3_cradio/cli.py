@@ -113,6 +113,13 @@ def _demo(argv: List[str]) -> int:
     return module.main(argv)
 
 
+def _bench(a: argparse.Namespace) -> int:
+    from .benchmark import run_cli
+
+    print(run_cli(a))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog='sam3-cradio', description='C-RADIOv4 as the image backbone of SAM3.')
     sub = p.add_subparsers(dest='command', required=True)
@@ -152,6 +159,14 @@ def build_parser() -> argparse.ArgumentParser:
     trk.set_defaults(func=_track)
 
     sub.add_parser('demo', add_help=False, help='Gradio web demo (sam3-cradio demo --help)')
+
+    from .benchmark import add_arguments
+
+    bench = sub.add_parser('bench', help='speed and memory: C-RADIOv4 (global, ViTDet windows) vs SAM3\'s PE',
+                           description='Speed and memory benchmark; the options of eval/bench.py '
+                                       '(sam3_cradio/benchmark.py).')
+    add_arguments(bench)
+    bench.set_defaults(func=_bench)
     return p
 
 
