@@ -159,6 +159,9 @@ def build_parser() -> argparse.ArgumentParser:
     trk.set_defaults(func=_track)
 
     sub.add_parser('demo', add_help=False, help='Gradio web demo (sam3-cradio demo --help)')
+    sub.add_parser('distill', add_help=False,
+                   help='adapt the encoder (sam3 head, last blocks or all) to SAM3 by distillation '
+                        '(sam3-cradio distill --help)')
 
     from .benchmark import add_arguments
 
@@ -175,6 +178,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ['demo']:  # the demo parses its own options
         return _demo(argv[1:])
+    if argv[:1] == ['distill']:  # hydra overrides: it parses its own options
+        from .distill import main_distill
+        try:
+            return main_distill(argv[1:])
+        except (ValueError, FileNotFoundError) as e:
+            print(f'error: {e}', file=sys.stderr)
+            return 2
     a = build_parser().parse_args(argv)
     try:
         return a.func(a)
