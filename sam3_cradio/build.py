@@ -16,7 +16,7 @@ from .checkpoint import CheckpointError, HubFile, check_keys, hub_download, safe
 
 _logger = logging.getLogger(__name__)
 
-__all__ = ['build_sam3', 'compose_config', 'load_sam3_checkpoint', 'BACKBONES', 'CONFIG_DIR', 'TRUNK_PREFIX']
+__all__ = ['build_sam3', 'compose_config', 'compose_yaml', 'load_sam3_checkpoint', 'BACKBONES', 'CONFIG_DIR', 'TRUNK_PREFIX']
 
 CONFIG_DIR = Path(__file__).parent / 'configs'
 
@@ -50,23 +50,28 @@ def _register_resolvers() -> None:
     OmegaConf.register_new_resolver('sam3c.mul', lambda a, b: int(a) * int(b), replace=True)
 
 
-def compose_config(config: str, overrides: Sequence[str] = ()) -> Any:
-    """Compose ``configs/<config>.yaml`` with hydra ``overrides`` (``key=value`` strings)."""
+def compose_yaml(config_dir: Path, name: str, overrides: Sequence[str] = ()) -> Any:
+    """Compose ``<config_dir>/<name>.yaml`` with hydra ``overrides`` (``key=value`` strings)."""
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    name = BACKBONES.get(config, config)
-    if not (CONFIG_DIR / f'{name}.yaml').is_file():
-        known = sorted(p.stem for p in CONFIG_DIR.glob('sam3_*.yaml') if p.stem != 'sam3_base')
-        raise ValueError(f'unknown config or backbone {config!r}; backbones: {sorted(BACKBONES)}, configs: {known}')
     _register_resolvers()
     # hydra keeps one global instance; use our own and leave none behind for the caller
     GlobalHydra.instance().clear()
     try:
-        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base='1.3'):
+        with initialize_config_dir(config_dir=str(config_dir), version_base='1.3'):
             return compose(config_name=name, overrides=list(overrides))
     finally:
         GlobalHydra.instance().clear()
+
+
+def compose_config(config: str, overrides: Sequence[str] = ()) -> Any:
+    """Compose the SAM3 model config ``configs/<config>.yaml`` (or a backbone's) with hydra ``overrides``."""
+    name = BACKBONES.get(config, config)
+    if not (CONFIG_DIR / f'{name}.yaml').is_file():
+        known = sorted(p.stem for p in CONFIG_DIR.glob('sam3_*.yaml') if p.stem != 'sam3_base')
+        raise ValueError(f'unknown config or backbone {config!r}; backbones: {sorted(BACKBONES)}, configs: {known}')
+    return compose_yaml(CONFIG_DIR, name, overrides)
 
 
 def _check_window(cfg: Any) -> None:

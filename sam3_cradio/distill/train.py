@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..build import CONFIG_DIR
+from ..build import CONFIG_DIR, compose_yaml
 from ..cradio import CRadioEncoder, create_cradio, load_cradio, save_cradio
 from .data import EpochSampler, ImageSet, ResolutionSampler, crop_view, make_canvas, random_offset
 from .losses import AngularDispersion, angle_loss, damp, dense_shift_loss, ema_update, mesa_loss
@@ -51,18 +51,10 @@ STUDENT_NAME = 'student.pth.tar'
 
 def load_distill_config(name: str = 'sam3_head', overrides: Sequence[str] = ()) -> Any:
     """Compose ``configs/distill/<name>.yaml`` with hydra ``overrides``."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
     if not (DISTILL_CONFIG_DIR / f'{name}.yaml').is_file():
         known = sorted(p.stem for p in DISTILL_CONFIG_DIR.glob('*.yaml'))
         raise ValueError(f'unknown distillation config {name!r}; known: {known}')
-    GlobalHydra.instance().clear()
-    try:
-        with initialize_config_dir(config_dir=str(DISTILL_CONFIG_DIR), version_base='1.3'):
-            return compose(config_name=name, overrides=list(overrides))
-    finally:
-        GlobalHydra.instance().clear()
+    return compose_yaml(DISTILL_CONFIG_DIR, name, overrides)
 
 
 # --------------------------------------------------------------------------------------------------------------
