@@ -130,8 +130,8 @@ def _redirect_cuda(fn: Callable, device_of: Callable[..., torch.device] = _cpu) 
     return wrapper
 
 
-def _force_kwargs(fn: Callable, forced: Dict[str, Any]) -> Callable:
-    """Wrap ``fn`` so that, without CUDA, the named arguments are forced (however they were passed)."""
+def _edit_args_without_cuda(fn: Callable, edit: Callable[[inspect.BoundArguments], None]) -> Callable:
+    """Wrap ``fn`` so that, without CUDA, ``edit`` may change its bound arguments (however they were passed)."""
     signature = inspect.signature(fn)
 
     @functools.wraps(fn)
@@ -139,14 +139,23 @@ def _force_kwargs(fn: Callable, forced: Dict[str, Any]) -> Callable:
         if _cuda_available():
             return fn(*args, **kwargs)
         bound = signature.bind(*args, **kwargs)
+        edit(bound)
+        return fn(*bound.args, **bound.kwargs)
+
+    return wrapper
+
+
+def _force_kwargs(fn: Callable, forced: Dict[str, Any]) -> Callable:
+    """Wrap ``fn`` so that, without CUDA, the named arguments are forced (however they were passed)."""
+
+    def force(bound: inspect.BoundArguments) -> None:
         for name, value in forced.items():
             if name in bound.arguments and bound.arguments[name] != value:
                 logger.debug('%s: overriding %s=%r with %r (no CUDA)', fn.__qualname__, name,
                              bound.arguments[name], value)
             bound.arguments[name] = value
-        return fn(*bound.args, **bound.kwargs)
 
-    return wrapper
+    return _edit_args_without_cuda(fn, force)
 
 
 def _patch(owner: Any, attr: str, make_wrapper: Callable[[Callable], Callable], shim: str) -> bool:
@@ -350,23 +359,16 @@ def shim_tracker_memory_float32() -> bool:
     """
     from sam3.model.decoder import TransformerEncoderCrossAttention
 
+    def memory_to_feature_dtype(bound: inspect.BoundArguments) -> None:
+        src = bound.arguments['src']
+        dtype = (src[0] if isinstance(src, (list, tuple)) else src).dtype
+        for name in ('prompt', 'prompt_pos'):
+            value = bound.arguments.get(name)
+            if isinstance(value, torch.Tensor) and value.dtype != dtype:
+                bound.arguments[name] = value.to(dtype)
+
     def make(fn: Callable) -> Callable:
-        signature = inspect.signature(fn)
-
-        @functools.wraps(fn)
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            if _cuda_available():
-                return fn(*args, **kwargs)
-            bound = signature.bind(*args, **kwargs)
-            src = bound.arguments['src']
-            dtype = (src[0] if isinstance(src, (list, tuple)) else src).dtype
-            for name in ('prompt', 'prompt_pos'):
-                value = bound.arguments.get(name)
-                if isinstance(value, torch.Tensor) and value.dtype != dtype:
-                    bound.arguments[name] = value.to(dtype)
-            return fn(*bound.args, **bound.kwargs)
-
-        return wrapper
+        return _edit_args_without_cuda(fn, memory_to_feature_dtype)
 
     return _patch(TransformerEncoderCrossAttention, 'forward', make, 'tracker_memory_float32')
 
