@@ -313,9 +313,13 @@ def arch_from_checkpoint(chk: RadioCheckpoint, release: Optional[Release] = None
     )
 
 
-def _strip_teacher_prefix(sd: Mapping[str, torch.Tensor], prefix: str, name: str, index: int) -> Dict[str, torch.Tensor]:
+def _teacher_head_prefixes(prefix: str, name: str, index: int) -> Tuple[str, str]:
     # RADIO stores heads under the teacher's name (released files) or, in older files, its index.
-    for p in (f'{prefix}.{name}.', f'{prefix}.{index}.'):
+    return f'{prefix}.{name}.', f'{prefix}.{index}.'
+
+
+def _strip_teacher_prefix(sd: Mapping[str, torch.Tensor], prefix: str, name: str, index: int) -> Dict[str, torch.Tensor]:
+    for p in _teacher_head_prefixes(prefix, name, index):
         state = {k[len(p):]: v for k, v in sd.items() if k.startswith(p)}
         if state:
             return state
@@ -644,8 +648,8 @@ def checkpoint_filter_fn(
     head_prefixes = {}
     for i, t in enumerate(arch.teachers):
         for src, dst in (('_heads', 'summary_head'), ('_feature_projections', 'feature_head')):
-            for key in (t.name, str(i)):
-                head_prefixes[f'{src}.{key}.'] = (t.name, dst)
+            for p in _teacher_head_prefixes(src, t.name, i):
+                head_prefixes[p] = (t.name, dst)
     g = arch.pos_embed_grid
     for k, v in state_dict.items():
         if k == 'base_model.patch_generator.embedder.weight':

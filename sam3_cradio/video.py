@@ -35,7 +35,6 @@ import logging
 import os
 import re
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Set, Tuple, Union
@@ -424,7 +423,7 @@ class Sam3VideoPredictor:
         if self._obj_prompts or self.obj_ids:
             _logger.warning('add_text(%r) starts over: the %d object(s) and prompts added before are dropped; add '
                             'box and point prompts after the text prompt', text, len(self.obj_ids))
-        with self._inference():
+        with torch.inference_mode():
             _, out = self.model.add_prompt(state, frame_idx=frame_idx, text_str=text)
         self._clear_prompts()
         self._text = text
@@ -508,7 +507,7 @@ class Sam3VideoPredictor:
             raise ValueError(f'cannot add object {obj_id}: {len(self.obj_ids)} objects are tracked, the model\'s '
                              f'limit (model.max_num_objects = {limit}); remove_object() one or raise the limit')
         self._prefill_cache()
-        with self._inference():
+        with torch.inference_mode():
             ret = self.model.add_prompt(state, frame_idx=frame_idx, points=torch.from_numpy(rel),
                                         point_labels=torch.tensor(labels, dtype=torch.int32), obj_id=obj_id,
                                         rel_coordinates=True)
@@ -528,18 +527,13 @@ class Sam3VideoPredictor:
             raise ValueError(f'obj_id must be an int, got {obj_id!r}')
         if int(obj_id) not in self.obj_ids:
             raise ValueError(f'object {obj_id} is not tracked; tracked objects: {self.obj_ids}')
-        with self._inference():
+        with torch.inference_mode():
             self.model.remove_object(state, int(obj_id), is_user_action=True)
         self._obj_done.pop(int(obj_id), None)
         for key in [k for k in self._obj_prompts if k[1] == int(obj_id)]:
             del self._obj_prompts[key]
 
     # ---- propagation -------------------------------------------------------------------------------------------
-
-    @contextmanager
-    def _inference(self):
-        with torch.inference_mode():
-            yield
 
     def _plan(self, frames: Set[int]) -> Tuple[str, Optional[List[int]]]:
         """Which sam3 propagation brings ``frames`` up to date: full, partial (stale objects), or fetch."""
@@ -571,7 +565,7 @@ class Sam3VideoPredictor:
         # the plan for this call only, then restore the class method.
         model.__dict__['parse_action_history_for_propagation'] = lambda _state: plan
         try:
-            with self._inference():
+            with torch.inference_mode():
                 first = next(gen, None)
         finally:
             model.__dict__.pop('parse_action_history_for_propagation', None)
@@ -591,7 +585,7 @@ class Sam3VideoPredictor:
                     if o in self._obj_done:
                         self._obj_done[o].add(frame_idx)
             yield self._result(frame_idx, out)
-            with self._inference():
+            with torch.inference_mode():
                 item = next(gen, None)
 
     def propagate(self, direction: str = 'forward', start_frame: Optional[int] = None,
