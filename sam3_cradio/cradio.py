@@ -20,9 +20,11 @@ from pathlib import Path
 from typing import Any, Dict, FrozenSet, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 import timm
 from timm.models._features import feature_take_indices
+from timm.models.naflexvit import batch_patchify
 
 from .adaptors import CRadioAdaptor, HeadSpec, RadioOutput, build_head, head_spec_from_state
 from .checkpoint import (
@@ -409,6 +411,12 @@ def _create_trunk(arch: CRadioArch) -> nn.Module:
     )
     # RADIO's patch embedding is a bias-free linear layer.
     vit.embeds.proj.bias = None
+    emb = vit.embeds
+    # CRadioEncoder._embed runs these embeddings itself (to cache the position-embedding resize): it relies on
+    # a linear patch projection, no input/output norm, and a learned table resized square-then-crop.
+    if not (emb.is_linear and emb.norm_input is None and isinstance(emb.norm, nn.Identity)
+            and emb.pos_embed_type == 'learned' and emb.pos_embed_ar_preserving and not emb.pos_drop.p):
+        raise RuntimeError(f'timm {timm.__version__} built {_timm_name(arch)} with embeddings this module does not know')
     hidden = vit.blocks[0].mlp.fc1.out_features
     if hidden != arch.mlp_hidden_dim:
         raise RuntimeError(f'timm built an MLP of width {hidden}, expected {arch.mlp_hidden_dim}')
@@ -443,6 +451,7 @@ class CRadioEncoder(nn.Module):
                     f'carries the backbone only; load the released .pth.tar to use adaptors.')
             self.adaptors[name] = CRadioAdaptor(
                 build_head(spec.summary_head), build_head(spec.feature_head), spec.token_slot)
+        self._pos_cache: Optional[Tuple[Tuple[Any, ...], torch.Tensor]] = None  # see pos_embed
         self.window_size: Optional[int] = None
         self.global_blocks: FrozenSet[int] = frozenset(range(arch.depth))
         self.set_window_size(window_size)
@@ -524,12 +533,44 @@ class CRadioEncoder(nn.Module):
                 f'resize to the nearest supported resolution {nh}x{nw} (see nearest_supported_resolution)')
         return h // self.patch_size, w // self.patch_size
 
+    def pos_embed(self, grid_size: Tuple[int, int]) -> torch.Tensor:
+        """(1, h*w, D) position embedding for an h x w patch grid (RADIO's CPE: resize square, then crop).
+
+        The learned table is resized to ``max(h, w)`` squared and cropped to the grid, with timm's interpolation
+        settings. Outside autograd the result is cached for the last grid, device and dtype (re-resizing the
+        128 x 128 table every call is wasted work at a fixed size); the cache is keyed on the table's version
+        counter too, so loading weights or an optimiser step invalidates it.
+        """
+        table = self.model.embeds.pos_embed
+        key = (tuple(grid_size), table.device, table.dtype, table.data_ptr(), table._version)
+        cacheable = not torch.is_grad_enabled() and not torch.compiler.is_compiling()
+        if cacheable and self._pos_cache is not None and self._pos_cache[0] == key:
+            return self._pos_cache[1]
+        h, w = grid_size
+        emb = self.model.embeds
+        if (h, w) == tuple(table.shape[1:3]):
+            pos = table.reshape(1, h * w, -1)
+        else:
+            side = max(h, w)
+            pos = F.interpolate(
+                table.permute(0, 3, 1, 2).float(), size=(side, side), mode=emb.pos_embed_interp_mode,
+                align_corners=emb.pos_embed_align_corners, antialias=emb.pos_embed_antialias,
+            )[:, :, :h, :w].flatten(2).transpose(1, 2).to(table.dtype)
+        if cacheable:
+            self._pos_cache = (key, pos)
+        return pos
+
     def _embed(self, x: torch.Tensor) -> Tuple[torch.Tensor, Tuple[int, int]]:
+        """Input conditioner, patch embedding, position embedding and prefix tokens: (B, P + h*w, D)."""
         grid_size = self._check_input(x)
+        emb = self.model.embeds
         x = (x - self.input_mean) / self.input_std
-        x = x.to(self.model.embeds.proj.weight.dtype)  # a no-op for fp32 weights, autocast or not
-        tokens, _ = self.model.embeds(x)  # prefix tokens + patches with the CPE position embedding
-        return tokens, grid_size
+        x = x.to(emb.proj.weight.dtype)  # a no-op for fp32 weights, autocast or not
+        patches, _ = batch_patchify(x, emb.patch_size, channels_last=emb.channels_last)
+        tokens = emb.proj(patches)
+        tokens = tokens + self.pos_embed(grid_size).to(tokens.dtype)
+        prefix = [t.expand(tokens.shape[0], -1, -1) for t in (emb.cls_token, emb.reg_token) if t is not None]
+        return torch.cat(prefix + [tokens], dim=1), grid_size
 
     def _run_blocks(
             self,

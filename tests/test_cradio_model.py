@@ -44,6 +44,41 @@ def _reference_forward(model, x):
     return states
 
 
+@pytest.mark.parametrize('size', [(64, 96), (128, 64), (512, 512), (640, 576)])
+def test_embed_matches_timm_embeddings(size):
+    """Our embedding path (with the cached resize) equals timm's NaFlexEmbeds, including beyond the table's size."""
+    model = create_cradio(arch=_arch(), adaptor_names=()).eval()
+    x = torch.rand(2, 3, *size)
+    with torch.no_grad():
+        ours, grid = model._embed(x)
+        theirs, _ = model.model.embeds((x - model.input_mean) / model.input_std)
+    assert grid == (size[0] // 16, size[1] // 16)
+    torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-6)
+
+
+def test_pos_embed_cache_is_reused_and_invalidated():
+    model = create_cradio(arch=_arch(), adaptor_names=()).eval()
+    table = model.model.embeds.pos_embed
+    with torch.no_grad():
+        first = model.pos_embed((4, 6))
+        assert model.pos_embed((4, 6)) is first                  # same grid: no second resize
+        assert model.pos_embed((6, 4)) is not first              # another grid: recomputed
+        other = model.pos_embed((4, 6))
+        torch.testing.assert_close(other, first, rtol=0, atol=0)
+        table.add_(1.0)                                          # an in-place update (optimiser step, copy_)
+        torch.testing.assert_close(model.pos_embed((4, 6)), first + 1.0)
+        state = {k: v.clone() for k, v in model.state_dict().items()}
+        state['model.embeds.pos_embed'].zero_()
+        model.load_state_dict(state)
+        assert model.pos_embed((4, 6)).abs().max() == 0
+    # with autograd on nothing is cached and the gradient reaches the table
+    table.requires_grad_(True)
+    pos = model.pos_embed((4, 6))
+    assert pos is not model.pos_embed((4, 6))
+    pos.sum().backward()
+    assert table.grad is not None and table.grad.abs().sum() > 0
+
+
 def test_global_block_schedule():
     assert global_block_indexes(32) == (7, 15, 23, 31)          # C-RADIOv4-H
     assert global_block_indexes(27) == (5, 11, 17, 23, 26)      # C-RADIOv4-SO400M
