@@ -556,7 +556,8 @@ class CRadioEncoder(nn.Module):
                 table.permute(0, 3, 1, 2).float(), size=(side, side), mode=emb.pos_embed_interp_mode,
                 align_corners=emb.pos_embed_align_corners, antialias=emb.pos_embed_antialias,
             )[:, :, :h, :w].flatten(2).transpose(1, 2).to(table.dtype)
-        if cacheable:
+        # only plain tensors: a fake tensor (FLOP counting, tracing) would turn later real forwards fake too
+        if cacheable and type(pos) is torch.Tensor:
             self._pos_cache = (key, pos)
         return pos
 

@@ -71,6 +71,16 @@ def test_pos_embed_cache_is_reused_and_invalidated():
         state['model.embeds.pos_embed'].zero_()
         model.load_state_dict(state)
         assert model.pos_embed((4, 6)).abs().max() == 0
+    # a forward on fake tensors (FLOP counting) must not leave a fake embedding behind for real forwards
+    from torch._subclasses.fake_tensor import FakeTensor, FakeTensorMode
+    x = torch.rand(1, 3, 64, 96)
+    with torch.no_grad():
+        expected = model(x)['backbone'].features
+        with FakeTensorMode(allow_non_fake_inputs=True) as mode:
+            model(mode.from_tensor(torch.rand(1, 3, 80, 96)))
+        out = model(torch.rand(1, 3, 80, 96))['backbone'].features
+        assert not isinstance(out, FakeTensor)
+        torch.testing.assert_close(model(x)['backbone'].features, expected, rtol=0, atol=0)
     # with autograd on nothing is cached and the gradient reaches the table
     table.requires_grad_(True)
     pos = model.pos_embed((4, 6))
