@@ -463,6 +463,18 @@ class _Case:
     mem_method: str = ''
 
 
+def _check_real(out: Any, case: _Case) -> None:
+    """Refuse timings of a call that computed nothing: fake tensors (left behind by a FLOP count on fake inputs,
+    e.g. in a model's cache) make a forward return in no time."""
+    from torch._subclasses.fake_tensor import FakeTensor
+    from torch.utils._pytree import tree_leaves
+
+    if any(isinstance(t, FakeTensor) for t in tree_leaves(out)):
+        raise RuntimeError(
+            f"{case.row['backbone']} returned fake tensors after FLOP counting: a fake tensor was cached inside the "
+            f'model, so its timings would be meaningless')
+
+
 def _interleave(cases: List[_Case], cfg: BenchConfig, device: torch.device, what: str) -> None:
     """Round-robin over the cases: ``warmup`` untimed rounds, then ``repeats`` timed ones.
 
@@ -483,6 +495,7 @@ def _interleave(cases: List[_Case], cfg: BenchConfig, device: torch.device, what
                     out = c.call()
                     _sync(device)
                     dt = time.perf_counter() - t0
+                _check_real(out, c)
                 del out
             finally:
                 gc.enable()

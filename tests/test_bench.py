@@ -60,9 +60,26 @@ def test_count_flops_fake_equals_real():
 
     trunk = CRadioTrunk(create_cradio('cradio_test', window_size=2))
     x = torch.rand(1, 3, 64, 96) * 2 - 1
+    with torch.no_grad():
+        before = trunk(x)[0]
     fake, fake_ops = bm.count_flops(trunk, x, fake=True)
     real, real_ops = bm.count_flops(trunk, x, fake=False)
     assert fake == real > 0 and fake_ops == real_ops and real_ops[SDPA_CPU] > 0
+    # the fake pass leaves nothing fake behind (the encoder caches its position embedding)
+    with torch.no_grad():
+        after = trunk(x)
+    bm._check_real(after, bm._Case({'backbone': 'cradio_test'}, 'encoder', lambda: None, lambda: None, 'fp32'))
+    torch.testing.assert_close(after[0], before, rtol=0, atol=0)
+
+
+def test_timings_of_fake_outputs_are_refused():
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    case = bm._Case({'backbone': 'x'}, 'encoder', lambda: None, lambda: None, 'fp32')
+    with FakeTensorMode() as mode:
+        fake = mode.from_tensor(torch.zeros(2))
+    with pytest.raises(RuntimeError, match='fake tensors'):
+        bm._check_real([fake], case)
 
 
 @pytest.mark.parametrize('method', ['vmhwm', 'sampler'])
