@@ -416,7 +416,9 @@ def _create_trunk(arch: CRadioArch) -> nn.Module:
     # a linear patch projection, no input/output norm, and a learned table resized square-then-crop.
     if not (emb.is_linear and emb.norm_input is None and isinstance(emb.norm, nn.Identity)
             and emb.pos_embed_type == 'learned' and emb.pos_embed_ar_preserving and not emb.pos_drop.p):
-        raise RuntimeError(f'timm {timm.__version__} built {_timm_name(arch)} with embeddings this module does not know')
+        raise RuntimeError(
+            f'timm {timm.__version__} built {_timm_name(arch)} with patch embeddings this package does not handle; '
+            f'install the timm version pyproject.toml pins (>=1.0.31,<1.1)')
     hidden = vit.blocks[0].mlp.fc1.out_features
     if hidden != arch.mlp_hidden_dim:
         raise RuntimeError(f'timm built an MLP of width {hidden}, expected {arch.mlp_hidden_dim}')
@@ -541,13 +543,15 @@ class CRadioEncoder(nn.Module):
         128 x 128 table every call is wasted work at a fixed size); the cache is keyed on the table's version
         counter too, so loading weights or an optimiser step invalidates it.
         """
-        table = self.model.embeds.pos_embed
-        key = (tuple(grid_size), table.device, table.dtype, table.data_ptr(), table._version)
-        cacheable = not torch.is_grad_enabled() and not torch.compiler.is_compiling()
+        emb = self.model.embeds
+        table = emb.pos_embed
+        # a compiled graph, autograd and fake / meta tables (tracing, FLOP counting) all resize every call
+        cacheable = (not torch.is_grad_enabled() and not torch.compiler.is_compiling()
+                     and type(table) is nn.Parameter and table.device.type != 'meta')
+        key = (tuple(grid_size), table.device, table.dtype, table.data_ptr(), table._version) if cacheable else None
         if cacheable and self._pos_cache is not None and self._pos_cache[0] == key:
             return self._pos_cache[1]
         h, w = grid_size
-        emb = self.model.embeds
         if (h, w) == tuple(table.shape[1:3]):
             pos = table.reshape(1, h * w, -1)
         else:
