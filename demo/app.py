@@ -84,12 +84,9 @@ class UserError(ValueError):
 
 
 def _window_arg(value: str) -> Optional[int]:
-    if value.lower() in ('none', 'global', 'null', '0'):
-        return None
-    try:
-        return int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f'window size must be an int or "global", got {value!r}') from None
+    from sam3_cradio.cradio import parse_window_size
+
+    return None if value == '0' else parse_window_size(value)  # the demo also takes 0 for global
 
 
 def build_parser() -> argparse.ArgumentParser:

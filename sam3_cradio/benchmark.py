@@ -51,6 +51,8 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
+from .cradio import parse_window_size
+
 _logger = logging.getLogger(__name__)
 
 __all__ = ['BenchConfig', 'Backbone', 'BACKBONES', 'TINY_PE', 'FULL_PE', 'FULL_WINDOWS', 'TINY_WINDOWS',
@@ -987,18 +989,6 @@ def write_outputs(result: Dict[str, Any], json_path: Path, plot_path: Optional[P
 # Command line (eval/bench.py and ``sam3-cradio bench``)
 # --------------------------------------------------------------------------------------------------------------
 
-def _window_arg(s: str) -> Optional[int]:
-    if s.lower() == 'global':
-        return None
-    try:
-        w = int(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"a window is 'global' or a positive int, got {s!r}") from None
-    if w < 1:
-        raise argparse.ArgumentTypeError(f'a window is a positive int, got {w}')
-    return w
-
-
 def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """The benchmark's options, shared by ``eval/bench.py`` and ``sam3-cradio bench``."""
     p.add_argument('--variants', nargs='+', default=None,
@@ -1007,7 +997,7 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument('--sizes', nargs='+', type=int, default=None,
                    help='C-RADIO input sides in px, multiples of 16; PE runs at the same grid (size / 16 * 14) '
                         '(default: 1152 576, i.e. PE 1008 504; with --tiny: 192 96)')
-    p.add_argument('--windows', nargs='+', type=_window_arg, default=None,
+    p.add_argument('--windows', nargs='+', type=parse_window_size, default=None,
                    help="'global' and ViTDet windows in tokens (default: global 6 8 12 18 24; with --tiny: "
                         "global 2 3 4 6); global is always added")
     p.add_argument('--no-pe', action='store_true', help="leave out SAM3's PE (no ratios to PE)")

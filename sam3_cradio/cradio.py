@@ -12,6 +12,7 @@ ViTDet windowed attention.
 """
 from __future__ import annotations
 
+import argparse
 import logging
 import math
 import warnings
@@ -37,7 +38,7 @@ _logger = logging.getLogger(__name__)
 __all__ = [
     'CRadioArch', 'TeacherSpec', 'Release', 'RELEASES', 'VARIANTS', 'CRadioEncoder', 'load_cradio', 'create_cradio',
     'save_cradio', 'global_block_indexes', 'nearest_supported_resolution', 'window_partition',
-    'window_unpartition', 'resolve_release_name',
+    'window_unpartition', 'resolve_release_name', 'parse_window_size',
 ]
 
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -344,6 +345,19 @@ def global_block_indexes(depth: int, num_global: Optional[int] = None, num_windo
     else:
         period = max(depth // (num_global or 4), 1)
     return tuple(i for i in range(depth) if (i + 1) % period == 0 or i == depth - 1)
+
+
+def parse_window_size(value: str) -> Optional[int]:
+    """A ViTDet window from the command line: 'global' (or 'none', 'null') -> None, else a positive int."""
+    if value.lower() in ('global', 'none', 'null'):
+        return None
+    try:
+        w = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f'window size must be a positive integer or "global", got {value!r}') from None
+    if w < 1:
+        raise argparse.ArgumentTypeError(f'window size must be positive, got {w}')
+    return w
 
 
 def nearest_supported_resolution(height: int, width: int, step: int) -> Tuple[int, int]:

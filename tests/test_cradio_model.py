@@ -7,8 +7,8 @@ import torch
 from sam3_cradio import create_cradio, load_cradio, save_cradio
 from sam3_cradio.adaptors import HeadSpec, pixel_shuffle_tokens
 from sam3_cradio.cradio import (
-    CRadioArch, TeacherSpec, global_block_indexes, nearest_supported_resolution, window_partition,
-    window_unpartition,
+    CRadioArch, TeacherSpec, global_block_indexes, nearest_supported_resolution, parse_window_size,
+    window_partition, window_unpartition,
 )
 
 
@@ -87,6 +87,15 @@ def test_pos_embed_cache_is_reused_and_invalidated():
     assert pos is not model.pos_embed((4, 6))
     pos.sum().backward()
     assert table.grad is not None and table.grad.abs().sum() > 0
+
+
+def test_parse_window_size():
+    import argparse
+
+    assert [parse_window_size(v) for v in ('global', 'None', 'null', '12')] == [None, None, None, 12]
+    for bad, match in (('0', 'positive'), ('-4', 'positive'), ('8.5', 'integer or "global"')):
+        with pytest.raises(argparse.ArgumentTypeError, match=match):
+            parse_window_size(bad)
 
 
 def test_global_block_schedule():

@@ -51,6 +51,8 @@ from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Seque
 import numpy as np
 import torch
 
+from ..cradio import parse_window_size
+
 __all__ = ['DistContext', 'RecordStore', 'Report', 'EvalSpec', 'InjectedCrash', 'init_distributed', 'run_eval',
            'run_models', 'model_configs', 'ModelConfig',
            'add_run_args', 'add_model_args', 'parse_window', 'build_model', 'model_fingerprint', 'environment',
@@ -518,15 +520,10 @@ def run_models(args: argparse.Namespace, make_spec: Callable[[argparse.Namespace
 # --------------------------------------------------------------------------------------------------------------
 
 def parse_window(value: str) -> Union[str, int]:
-    if value.lower() in ('global', 'none', 'null'):
-        return 'global'
-    try:
-        w = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f'window size must be an integer or "global", got {value!r}') from None
-    if w < 1:
-        raise argparse.ArgumentTypeError(f'window size must be positive, got {w}')
-    return w
+    """Like :func:`~sam3_cradio.cradio.parse_window_size`, but global attention is 'global': None here means
+    "the config's default window"."""
+    w = parse_window_size(value)
+    return 'global' if w is None else w
 
 
 def add_run_args(p: argparse.ArgumentParser) -> None:
