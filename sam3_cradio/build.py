@@ -13,20 +13,13 @@ import torch
 from torch import nn
 
 from .checkpoint import CheckpointError, HubFile, check_keys, hub_download, safe_torch_load
+from .registry import ModelSpec, Window, resolve
 
 _logger = logging.getLogger(__name__)
 
-__all__ = ['build_sam3', 'compose_config', 'compose_yaml', 'load_sam3_checkpoint', 'BACKBONES', 'CONFIG_DIR', 'TRUNK_PREFIX']
+__all__ = ['build_sam3', 'build_trunk', 'compose_config', 'compose_yaml', 'load_sam3_checkpoint', 'CONFIG_DIR', 'TRUNK_PREFIX']
 
 CONFIG_DIR = Path(__file__).parent / 'configs'
-
-# backbone name -> config name
-BACKBONES: Dict[str, str] = {
-    'pe': 'sam3_pe',
-    'cradio_v4_h': 'sam3_cradio_v4_h',
-    'cradio_v4_so400m': 'sam3_cradio_v4_so400m',
-    'cradio_tiny': 'sam3_cradio_tiny',
-}
 
 # where the vision trunk sits in each model's state dict
 TRUNK_PREFIX = {
@@ -34,9 +27,6 @@ TRUNK_PREFIX = {
     'video': 'detector.backbone.vision_backbone.trunk.',
 }
 MODES = ('image', 'video')
-
-_UNSET: Any = object()
-
 
 def _register_resolvers() -> None:
     from omegaconf import OmegaConf
@@ -65,25 +55,76 @@ def compose_yaml(config_dir: Path, name: str, overrides: Sequence[str] = ()) -> 
         GlobalHydra.instance().clear()
 
 
-def compose_config(config: str, overrides: Sequence[str] = ()) -> Any:
-    """Compose the SAM3 model config ``configs/<config>.yaml`` (or a backbone's) with hydra ``overrides``."""
-    name = BACKBONES.get(config, config)
-    if not (CONFIG_DIR / f'{name}.yaml').is_file():
-        known = sorted(p.stem for p in CONFIG_DIR.glob('sam3_*.yaml') if p.stem != 'sam3_base')
-        raise ValueError(f'unknown config or backbone {config!r}; backbones: {sorted(BACKBONES)}, configs: {known}')
-    return compose_yaml(CONFIG_DIR, name, overrides)
+def compose_config(spec: ModelSpec | str, overrides: Sequence[str] = ()) -> Any:
+    """Compose the SAM3 config of a backbone (a :class:`ModelSpec` or a registered name) with hydra ``overrides``.
+
+    The registry fills the config's backbone facts (``backbone.image_size`` etc.); ``overrides`` come after them.
+    """
+    spec = spec if isinstance(spec, ModelSpec) else resolve(spec)
+    return compose_yaml(CONFIG_DIR, spec.backbone.config, [*spec.hydra_overrides(), *overrides])
 
 
-def _check_window(cfg: Any) -> None:
-    window = cfg.backbone.get('window_size')
-    if cfg.backbone.name == 'pe' or window is None:
-        return
-    grid = cfg.feat_size
-    if isinstance(window, bool) or not isinstance(window, int) or window < 1 or grid % window:
-        useful = [w for w in range(2, grid + 1) if grid % w == 0 and w < grid]
-        raise ValueError(
-            f'window_size={window!r} does not divide the {grid}x{grid} token grid of a {cfg.backbone.image_size} px '
-            f'input; use None (global) or one of {useful}')
+# Overrides that change a backbone fact: folded into resolve() so that they are checked like the arguments.
+_FACT_KEYS = {'backbone.image_size': 'resolution', 'backbone.window_size': 'window'}
+
+
+def _split_fact_overrides(overrides: Sequence[str]) -> Tuple[Dict[str, str], List[str]]:
+    facts, rest = {}, []
+    for o in overrides:
+        key, sep, value = o.lstrip('+').partition('=')
+        if sep and key in _FACT_KEYS:
+            facts[_FACT_KEYS[key]] = value
+        else:
+            rest.append(o)
+    return facts, rest
+
+
+def resolve_build(
+        backbone: str | ModelSpec,
+        window_size: Window | str | None = None,
+        resolution: Optional[int] = None,
+        overrides: Sequence[str] = (),
+) -> Tuple[ModelSpec, List[str]]:
+    """The checked :class:`ModelSpec` of a build and the overrides left once the backbone facts are taken out.
+
+    ``backbone.image_size=`` / ``backbone.window_size=`` overrides are accepted as the ``resolution`` /
+    ``window_size`` arguments are (and checked alike); giving both ways for one fact is an error.
+    """
+    facts, rest = _split_fact_overrides(overrides)
+    if isinstance(backbone, ModelSpec):
+        if window_size is not None or resolution is not None or facts:
+            raise ValueError('a ModelSpec fixes window and resolution; do not pass them again')
+        return backbone, rest
+    if 'window' in facts:
+        if window_size is not None:
+            raise ValueError(f'window given twice: window_size={window_size!r} and backbone.window_size={facts["window"]}')
+        window_size = 'global' if facts['window'] in ('null', 'None', '~') else facts['window']
+    if 'resolution' in facts:
+        if resolution is not None:
+            raise ValueError(f'resolution given twice: {resolution} and backbone.image_size={facts["resolution"]}')
+        try:
+            resolution = int(facts['resolution'])
+        except ValueError:
+            raise ValueError(f'backbone.image_size must be a whole number of pixels, got {facts["resolution"]!r}') from None
+    return resolve(backbone, window_size, resolution), rest
+
+
+def build_trunk(
+        spec: ModelSpec | str,
+        overrides: Sequence[str] = (),
+        device: Union[str, torch.device, None] = None,
+) -> nn.Module:
+    """The vision trunk of a backbone alone (no neck, text encoder or decoder), random weights for PE.
+
+    What the benchmark and the distillation teachers time and train against; C-RADIO trunks load their
+    release when ``pretrained=true`` is among ``overrides``.
+    """
+    from . import compat
+
+    spec, rest = resolve_build(spec, overrides=overrides)
+    cfg = compose_config(spec, ['pretrained=false', *rest])
+    compat.apply_cpu_shims()
+    return _instantiate(cfg.trunk).to(device or 'cpu').eval()
 
 
 def _sam3_checkpoint_path(cfg: Any, sam3_checkpoint: Optional[Union[str, Path]]) -> Path:
@@ -190,10 +231,11 @@ def _instantiate(node: Any) -> nn.Module:
 
 
 def build_sam3(
-        backbone: str = 'cradio_v4_h',
-        window_size: Optional[int] = _UNSET,
+        backbone: str | ModelSpec = 'cradio_v4_h',
+        window_size: Window | str | None = None,
         mode: str = 'image',
         *,
+        resolution: Optional[int] = None,
         overrides: Sequence[str] = (),
         pretrained: bool = True,
         sam3_checkpoint: Optional[Union[str, Path]] = None,
@@ -205,12 +247,16 @@ def build_sam3(
     """Build SAM3 with the chosen vision backbone.
 
     Args:
-        backbone: 'cradio_v4_h', 'cradio_v4_so400m', 'pe' (SAM3's own encoder), 'cradio_tiny' (tests), or a config
-            name under ``configs/``.
-        window_size: C-RADIO ViTDet window in tokens (None = global); must divide the token grid (72 at 1152 px:
-            6, 8, 12, 18, 24). Defaults to the config's value.
+        backbone: a registered backbone (:mod:`sam3_cradio.registry`): 'cradio_v4_h', 'cradio_v4_so400m',
+            'pe' (SAM3's own encoder), 'cradio_tiny' (tests); ``'NAME:WINDOW'``; or a resolved ``ModelSpec``.
+        window_size: C-RADIO ViTDet window in tokens, or 'global'; it must divide the token grid (72 at 1152 px:
+            6, 8, 9, 12, 18, 24, ...). None (default) keeps the backbone's default: global for C-RADIO, PE's own
+            24. PE's window is fixed by its checkpoint: passing one for it is an error.
         mode: 'image' (``Sam3Image``) or 'video' (``Sam3VideoInferenceWithInstanceInteractivity``).
-        overrides: hydra overrides, e.g. ``['backbone.image_size=768']``.
+        resolution: input side in px (default: the backbone's, 1152 for C-RADIOv4); a multiple of the patch size
+            (times the window in ViTDet mode). The error names the nearest valid size.
+        overrides: hydra overrides, e.g. ``['dims=tiny']``; ``backbone.image_size=`` and
+            ``backbone.window_size=`` are checked as ``resolution`` and ``window_size`` are.
         pretrained: load SAM3 weights (sam3.pt: HF ``facebook/sam3`` or ``sam3_checkpoint``) and C-RADIO weights
             (the release, or ``cradio_checkpoint``). False gives random weights (tests, benchmarks).
         sam3_checkpoint: local sam3.pt instead of the HF download.
@@ -229,18 +275,17 @@ def build_sam3(
 
     if mode not in MODES:
         raise ValueError(f'mode must be one of {MODES}, got {mode!r}')
+    spec, ovr = resolve_build(backbone, window_size, resolution, overrides)
+    if cradio_checkpoint is not None and not spec.backbone.is_cradio:
+        raise ValueError(f'{spec.name} takes its weights from sam3.pt (sam3_checkpoint), not cradio_checkpoint')
     device = torch.device(device or ('cuda' if torch.cuda.is_available() else 'cpu'))
-    ovr = list(overrides)
-    if window_size is not _UNSET:
-        ovr.append(f'backbone.window_size={"null" if window_size is None else window_size}')
     if cradio_checkpoint is not None:
         ovr.append(f'backbone.checkpoint={Path(cradio_checkpoint).resolve()}')
     ovr += [f'pretrained={pretrained}', f'interactive={interactive}',
             f'temporal_disambiguation={mode == "video"}',
             f'bpe_path={bpe_path or compat.bpe_path()}']
-    cfg = compose_config(backbone, ovr)
-    _check_window(cfg)
-    if cfg.backbone.name != 'pe' and not pretrained and cradio_checkpoint is None and cfg.backbone.checkpoint is None:
+    cfg = compose_config(spec, ovr)
+    if spec.backbone.is_cradio and not pretrained and cfg.backbone.checkpoint is None:
         _logger.info('C-RADIO trunk with random weights (pretrained=False)')
 
     compat.apply_cpu_shims()
@@ -250,7 +295,7 @@ def build_sam3(
         model.inst_interactive_predictor = SAM3InteractiveImagePredictor(_instantiate(cfg.tracker))
     _finish_sam3(model, cfg)
 
-    own_trunk = cfg.backbone.name == 'pe'
+    own_trunk = not spec.backbone.is_cradio
     report: Dict[str, Any] = {'sam3_weights': None}
     if pretrained:
         path = _sam3_checkpoint_path(cfg, sam3_checkpoint)
@@ -264,4 +309,5 @@ def build_sam3(
     compat.move_caches_to(model, device)
     model.sam3_cradio_cfg = OmegaConf.to_container(cfg.backbone, resolve=True) | {
         'mode': mode, 'feat_size': cfg.feat_size, 'interactive': interactive, **report}
+    model.sam3_cradio_spec = spec
     return model

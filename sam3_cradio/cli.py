@@ -5,12 +5,14 @@ import argparse
 import logging
 import sys
 from pathlib import Path
-from typing import List, Optional
+from typing import Any, Callable, List, Optional
 
 import numpy as np
 import torch
 
-__all__ = ['main']
+from .registry import GLOBAL, ModelSpec, Window, format_window, list_backbones, parse_window, resolve
+
+__all__ = ['main', 'add_model_args', 'model_spec', 'build_from_args', 'window_arg', 'setup_logging', 'run_command']
 
 
 def _encode(a: argparse.Namespace) -> int:
@@ -19,14 +21,16 @@ def _encode(a: argparse.Namespace) -> int:
     from .cradio import load_cradio
     from .images import image_to_tensor
 
-    model = load_cradio(a.model, adaptor_names=a.adaptor, window_size=a.window_size, device=a.device)
+    window = None if a.window_size in (None, GLOBAL) else a.window_size
+    model = load_cradio(a.model, adaptor_names=a.adaptor, window_size=window, device=a.device)
     if a.resolution:
         h, w = (a.resolution * 2)[:2]
     else:
         h, w = model.preferred_resolution or (512, 512)
     res = model.nearest_supported_resolution(h, w)
     if res != (h, w):
-        print(f'{h}x{w} is not supported with window_size={a.window_size}; using {res[0]}x{res[1]}')
+        print(f'{h}x{w} is not supported with window {format_window(a.window_size or GLOBAL)}; '
+              f'using {res[0]}x{res[1]}')
     tensors = {}
     with torch.inference_mode():
         for path in a.images:
@@ -43,22 +47,42 @@ def _encode(a: argparse.Namespace) -> int:
     return 0
 
 
-def _add_model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument('--backbone', default='cradio_v4_h',
-                   help='cradio_v4_h, cradio_v4_so400m, pe (SAM3\'s own encoder), or cradio_tiny (tests)')
-    p.add_argument('--window-size', type=int, default=None,
-                   help='C-RADIO ViTDet window (divides the 72x72 grid at 1152 px: 6, 8, 12, 18, 24); default global')
+def window_arg(value: str) -> Window:
+    """argparse type for ``--window-size``: 'global' or a positive number of tokens."""
+    try:
+        return parse_window(value)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def add_model_args(p: argparse.ArgumentParser, default_backbone: str = 'cradio_v4_h') -> None:
+    """``--backbone NAME[:WINDOW]``, ``--window-size``, ``--resolution``, checkpoints, ``--random-weights``,
+    ``--device``: the model options of every command that builds SAM3."""
+    p.add_argument('--backbone', default=default_backbone, metavar='NAME[:WINDOW]',
+                   help=f'one of {list_backbones()}; NAME:WINDOW also sets the window (cradio_v4_h:8)')
+    p.add_argument('--window-size', type=window_arg, default=None, metavar='global|N',
+                   help="C-RADIO ViTDet window in tokens, or 'global'; it must divide the token grid (72 at "
+                        "1152 px). Default: global for C-RADIO; PE's window is fixed (24)")
+    p.add_argument('--resolution', type=int, default=None, metavar='PX',
+                   help='input side in px (default: the backbone\'s, 1152 for C-RADIOv4); a multiple of '
+                        'patch x window')
     p.add_argument('--sam3-checkpoint', default=None, help='local sam3.pt (default: HF facebook/sam3)')
     p.add_argument('--cradio-checkpoint', default=None, help='local C-RADIO .pth.tar (default: the release)')
     p.add_argument('--random-weights', action='store_true', help='no downloads: random SAM3 weights, to try the tool')
     p.add_argument('--device', default=None, help='cpu or cuda (default: cuda if available)')
 
 
-def _build(a: argparse.Namespace, mode: str):
+def model_spec(a: argparse.Namespace) -> ModelSpec:
+    """The checked backbone choice of :func:`add_model_args` options (fails before anything is built)."""
+    return resolve(a.backbone, a.window_size, a.resolution)
+
+
+def build_from_args(a: argparse.Namespace, mode: str, **kwargs: Any) -> torch.nn.Module:
     from .build import build_sam3
 
-    return build_sam3(a.backbone, a.window_size, mode=mode, pretrained=not a.random_weights,
-                      sam3_checkpoint=a.sam3_checkpoint, cradio_checkpoint=a.cradio_checkpoint, device=a.device)
+    return build_sam3(model_spec(a), mode=mode, pretrained=not a.random_weights,
+                      sam3_checkpoint=a.sam3_checkpoint, cradio_checkpoint=a.cradio_checkpoint, device=a.device,
+                      **kwargs)
 
 
 def _segment(a: argparse.Namespace) -> int:
@@ -70,8 +94,9 @@ def _segment(a: argparse.Namespace) -> int:
 
     if not (a.text or a.box or a.point):
         raise ValueError('give a prompt: --text, --box or --point')
-    image = to_rgb_array(a.image)  # fail on a bad image before building the model
-    predictor = Sam3ImagePredictor(_build(a, 'image'), confidence_threshold=a.threshold)
+    model_spec(a)
+    image = to_rgb_array(a.image)  # fail on bad options or a bad image before building the model
+    predictor = Sam3ImagePredictor(build_from_args(a, 'image'), confidence_threshold=a.threshold)
     predictor.set_image(image)
     if a.point:
         points = [p[:2] for p in a.point]
@@ -91,30 +116,26 @@ def _segment(a: argparse.Namespace) -> int:
 
 
 def _track(a: argparse.Namespace) -> int:
-    from .video import main_track
+    from .predictor import check_box, check_text
+    from .video import probe_video, track_video
 
-    a.pretrained = not a.random_weights
-    return main_track(a)
-
-
-def _demo(argv: List[str]) -> int:
-    """``sam3-cradio demo [options]``: the Gradio demo (demo/app.py of a source checkout; pip install -e ".[demo]")."""
-    import importlib.util
-
-    path = Path(__file__).resolve().parents[1] / 'demo' / 'app.py'
-    if not path.is_file():
-        print(f'error: the demo runs from a source checkout of sam3-cradio ({path} is missing)', file=sys.stderr)
-        return 2
-    name = 'sam3_cradio_demo_app'
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses resolve the module's annotations through sys.modules
-    spec.loader.exec_module(module)
-    return module.main(argv)
+    if a.text is None and a.box is None:
+        raise ValueError('give a prompt: --text and/or --box X0 Y0 X1 Y1')
+    if a.text is not None:
+        check_text(a.text)
+    model_spec(a)
+    info = probe_video(a.video)  # fail on bad options or a bad video before building the model
+    if a.box is not None:
+        check_box(a.box, info.height, info.width)
+    model = build_from_args(a, 'video')
+    summary = track_video(model, a.video, text=a.text, box=a.box, out=a.out, progress=True, fps=a.fps)
+    print(f'wrote {summary.frames} frames ({summary.width}x{summary.height}, {summary.fps:g} fps) to {summary.out}; '
+          f'objects: {summary.object_ids or "none"} ({summary.seconds:.1f}s)')
+    return 0
 
 
 def _bench(a: argparse.Namespace) -> int:
-    from .benchmark import run_cli
+    from .bench import run_cli
 
     print(run_cli(a))
     return 0
@@ -129,7 +150,8 @@ def build_parser() -> argparse.ArgumentParser:
     enc.add_argument('--model', default='c-radio_v4-h',
                      help="release name (c-radio_v4-h, c-radio_v4-so400m) or a local .pth.tar / .safetensors")
     enc.add_argument('--adaptor', action='append', default=[], help="adaptor heads to run, e.g. sam3 (repeatable)")
-    enc.add_argument('--window-size', type=int, default=None, help='ViTDet window in patches (default: global)')
+    enc.add_argument('--window-size', type=window_arg, default=None, metavar='global|N',
+                     help="ViTDet window in patches, or 'global' (default)")
     enc.add_argument('--resolution', type=int, nargs='+', default=None, metavar='PX',
                      help='input size: one side (square) or H W; rounded to what the window size allows')
     enc.add_argument('--device', default='cpu')
@@ -145,7 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help='click in pixels with label 1 (object) or 0 (background); repeatable')
     seg.add_argument('--threshold', type=float, default=0.5, help='minimum detection score')
     seg.add_argument('--out', type=Path, default=Path('segmented.png'))
-    _add_model_args(seg)
+    add_model_args(seg)
     seg.set_defaults(func=_segment)
 
     trk = sub.add_parser('track', help='track objects through a video from a text prompt or a first-frame box')
@@ -153,44 +175,57 @@ def build_parser() -> argparse.ArgumentParser:
     trk.add_argument('--text', default=None, help='noun phrase, e.g. "person"')
     trk.add_argument('--box', type=float, nargs=4, default=None, metavar=('X0', 'Y0', 'X1', 'Y1'),
                      help='box of one object on the first frame, in pixels')
-    trk.add_argument('--fps', type=float, default=None, help='output frame rate (default: the input\'s, else 24)')
+    trk.add_argument('--fps', type=float, default=None, help='output frame rate (default: the input\'s, else 25)')
     trk.add_argument('--out', type=Path, default=Path('tracked.mp4'))
-    _add_model_args(trk)
+    add_model_args(trk)
     trk.set_defaults(func=_track)
 
-    sub.add_parser('demo', add_help=False, help='Gradio web demo (sam3-cradio demo --help)')
+    sub.add_parser('demo', add_help=False, help='Gradio web demo (sam3-cradio demo --help; pip install "sam3-cradio[demo]")')
+    sub.add_parser('eval', add_help=False,
+                   help='evaluations: coco, coco-boxes, saco-gold, vos, features (sam3-cradio eval NAME --help)')
     sub.add_parser('distill', add_help=False,
                    help='adapt the encoder (sam3 head, last blocks or all) to SAM3 by distillation '
                         '(sam3-cradio distill --help)')
 
-    from .benchmark import add_arguments
+    from .bench import add_arguments
 
     bench = sub.add_parser('bench', help='speed and memory: C-RADIOv4 (global, ViTDet windows) vs SAM3\'s PE',
-                           description='Speed and memory benchmark; the options of eval/bench.py '
-                                       '(sam3_cradio/benchmark.py).')
+                           description='Speed and memory benchmark (sam3_cradio/bench).')
     add_arguments(bench)
     bench.set_defaults(func=_bench)
     return p
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def setup_logging() -> None:
+    """The command-line log format (library modules only log; entry points call this once)."""
     logging.basicConfig(level=logging.INFO, format='%(levelname)s %(name)s: %(message)s')
-    argv = sys.argv[1:] if argv is None else list(argv)
-    if argv[:1] == ['demo']:  # the demo parses its own options
-        return _demo(argv[1:])
-    if argv[:1] == ['distill']:  # hydra overrides: it parses its own options
-        from .distill import main_distill
-        try:
-            return main_distill(argv[1:])
-        except (ValueError, FileNotFoundError) as e:
-            print(f'error: {e}', file=sys.stderr)
-            return 2
-    a = build_parser().parse_args(argv)
+
+
+def run_command(fn: Callable[..., int], *args: Any) -> int:
+    """Run a command: user errors (bad input, missing files or weights) end as one line on stderr and exit 2,
+    without a traceback."""
     try:
-        return a.func(a)
-    except (ValueError, FileNotFoundError) as e:  # user errors: one clear line, no traceback
+        return fn(*args)
+    except (ValueError, FileNotFoundError) as e:
         print(f'error: {e}', file=sys.stderr)
         return 2
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    setup_logging()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    # these parse their own options
+    if argv[:1] == ['demo']:
+        from .demo.app import main as demo_main
+        return run_command(demo_main, argv[1:])
+    if argv[:1] == ['eval']:
+        from .evaluation.cli import main as eval_main
+        return run_command(eval_main, argv[1:])
+    if argv[:1] == ['distill']:  # hydra overrides
+        from .distill import main_distill
+        return run_command(main_distill, argv[1:])
+    a = build_parser().parse_args(argv)
+    return run_command(a.func, a)
 
 
 if __name__ == '__main__':

@@ -12,7 +12,6 @@ ViTDet windowed attention.
 """
 from __future__ import annotations
 
-import argparse
 import logging
 import math
 import warnings
@@ -38,7 +37,7 @@ _logger = logging.getLogger(__name__)
 __all__ = [
     'CRadioArch', 'TeacherSpec', 'Release', 'RELEASES', 'VARIANTS', 'CRadioEncoder', 'load_cradio', 'create_cradio',
     'save_cradio', 'global_block_indexes', 'nearest_supported_resolution', 'window_partition',
-    'window_unpartition', 'resolve_release_name', 'parse_window_size',
+    'window_unpartition', 'resolve_release_name',
 ]
 
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -160,7 +159,7 @@ RELEASES: Dict[str, Release] = {
 
 
 def _test_arch() -> CRadioArch:
-    # The architecture of tests/data/cradio_tiny (NVIDIA's fixture): random-weight builds of it need no file.
+    # The architecture of sam3_cradio/assets/cradio_tiny (NVIDIA's fixture): random-weight builds of it need no file.
     dim = 192
     return CRadioArch(
         embed_dim=dim, depth=8, num_heads=3, mlp_hidden_dim=768, num_cls_tokens=3, num_registers=7,
@@ -345,19 +344,6 @@ def global_block_indexes(depth: int, num_global: Optional[int] = None, num_windo
     else:
         period = max(depth // (num_global or 4), 1)
     return tuple(i for i in range(depth) if (i + 1) % period == 0 or i == depth - 1)
-
-
-def parse_window_size(value: str) -> Optional[int]:
-    """A ViTDet window from the command line: 'global' (or 'none', 'null') -> None, else a positive int."""
-    if value.lower() in ('global', 'none', 'null'):
-        return None
-    try:
-        w = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f'window size must be a positive integer or "global", got {value!r}') from None
-    if w < 1:
-        raise argparse.ArgumentTypeError(f'window size must be positive, got {w}')
-    return w
 
 
 def nearest_supported_resolution(height: int, width: int, step: int) -> Tuple[int, int]:

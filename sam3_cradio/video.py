@@ -49,7 +49,6 @@ from .predictor import check_box, check_points, check_text, masks_to_boxes
 __all__ = [
     'Sam3VideoPredictor', 'VideoFrameResult', 'TrackSummary', 'VideoInfo', 'VideoNotOpenError', 'VideoLike',
     'IMAGE_EXTS', 'list_frame_files', 'iter_video_frames', 'probe_video', 'masks_to_boxes', 'track_video',
-    'main_track',
 ]
 
 _logger = logging.getLogger(__name__)
@@ -712,31 +711,3 @@ def track_video(
     finally:
         writer.release()
     return TrackSummary(str(out), written, sorted(seen), fps, h, w, time.perf_counter() - t0)
-
-
-def main_track(args: Any) -> int:
-    """The ``sam3-cradio track VIDEO --text ... --out out.mp4`` command, from an argparse Namespace.
-
-    Fields: video, text, box (4 floats or None), backbone, window_size, sam3_checkpoint, cradio_checkpoint,
-    pretrained (bool), device, out; optional: fps, progress. The video and prompt are checked before the model
-    is built.
-    """
-    from .build import build_sam3
-
-    text, box = getattr(args, 'text', None), getattr(args, 'box', None)
-    if text is None and box is None:
-        raise ValueError('give a prompt: --text and/or --box X0 Y0 X1 Y1')
-    if text is not None:
-        check_text(text)
-    info = probe_video(args.video)  # fail on a bad video before building the model
-    if box is not None:
-        check_box(box, info.height, info.width)
-    model = build_sam3(args.backbone, getattr(args, 'window_size', None), mode='video',
-                       pretrained=bool(getattr(args, 'pretrained', True)),
-                       sam3_checkpoint=getattr(args, 'sam3_checkpoint', None),
-                       cradio_checkpoint=getattr(args, 'cradio_checkpoint', None), device=getattr(args, 'device', None))
-    summary = track_video(model, args.video, text=text, box=box, out=args.out,
-                          progress=getattr(args, 'progress', True), fps=getattr(args, 'fps', None))
-    print(f'wrote {summary.frames} frames ({summary.width}x{summary.height}, {summary.fps:g} fps) to {summary.out}; '
-          f'objects: {summary.object_ids or "none"} ({summary.seconds:.1f}s)')
-    return 0

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-DATA = Path(__file__).parent / 'data'
-CRADIO_TINY = DATA / 'cradio_tiny'
+from sam3_cradio.assets import CRADIO_TINY_DIR as CRADIO_TINY
+from sam3_cradio.assets import EXAMPLE_IMAGES_DIR as IMAGES
 
 
 @pytest.fixture(autouse=True)

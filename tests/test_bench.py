@@ -15,10 +15,11 @@ import torch.nn.functional as F
 from PIL import Image
 from torch.utils.flop_counter import FlopCounterMode
 
+from conftest import CRADIO_TINY
 from sam3_cradio import benchmark as bm
 
 ROOT = Path(__file__).resolve().parents[1]
-FIXTURE = ROOT / 'tests' / 'data' / 'cradio_tiny'
+FIXTURE = CRADIO_TINY
 SIZES = {192: 12, 96: 6}           # C-RADIO px -> grid (PE tiny: 168 and 84 px)
 WINDOWS = [None, 2, 3, 4, 6]
 DTYPES = ['fp32', 'bf16']

@@ -38,11 +38,10 @@ from gradio_client import Client, handle_file  # noqa: E402
 from gradio_client.exceptions import AppError  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from conftest import make_tracker_confident, read_video_frames  # noqa: E402
+from conftest import CRADIO_TINY, IMAGES, make_tracker_confident, read_video_frames  # noqa: E402
 from demo.app import (BACKBONE_LABELS, DemoState, UserError, build_app, launch_kwargs, load_upload,  # noqa: E402
                       parse_args, window_choices)
 
-IMAGES = ROOT / 'tests' / 'data' / 'images'
 ARTIFACTS = ROOT / 'tests' / 'artifacts'
 TINY = BACKBONE_LABELS['cradio_tiny']
 CHROMIUM = Path('/usr/bin/chromium')

@@ -31,11 +31,11 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import make_tracker_confident
+from conftest import CRADIO_TINY, IMAGES, make_tracker_confident
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = ROOT / 'tests' / 'data' / 'cradio_tiny' / 'model.pth.tar'
-PHOTOS = ROOT / 'tests' / 'data' / 'images'
+TINY = CRADIO_TINY / 'model.pth.tar'
+PHOTOS = IMAGES
 MODEL_ARGS = ['--backbone', 'cradio_tiny', '--random-weights', '--cradio-checkpoint', str(TINY), '--device', 'cpu',
               '--no-progress', '--threads', '1']
 

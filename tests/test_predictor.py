@@ -9,9 +9,9 @@ from PIL import Image
 from sam3_cradio.cli import main
 from sam3_cradio.predictor import Sam3ImagePredictor, Sam3Result
 
-from conftest import CRADIO_TINY, DATA
+from conftest import CRADIO_TINY, IMAGES
 
-PHOTO = DATA / 'images' / 'coffee.jpg'   # 400 x 600
+PHOTO = IMAGES / 'coffee.jpg'   # 400 x 600
 
 
 @pytest.fixture(scope='module')

@@ -22,14 +22,14 @@ from conftest import make_tracker_confident, read_video_frames
 from sam3_cradio.video import (Sam3VideoPredictor, VideoFrameResult, VideoNotOpenError, iter_video_frames,
                                list_frame_files, main_track, masks_to_boxes, probe_video, track_video)
 
-DATA = Path(__file__).parent / 'data'
+from conftest import IMAGES
 T, H, W = 10, 96, 128  # frames; a small non-square video keeps sam3's CPU post-processing cheap
 FPS = 10
 
 
 def _frames() -> list:
     """10 frames of a real photo, the view shifted 3 px right per frame."""
-    photo = Image.open(DATA / 'images' / 'astronaut.jpg').convert('RGB').resize((160, 160), Image.BILINEAR)
+    photo = Image.open(IMAGES / 'astronaut.jpg').convert('RGB').resize((160, 160), Image.BILINEAR)
     a = np.asarray(photo)
     return [np.ascontiguousarray(a[20:20 + H, 3 * i:3 * i + W]) for i in range(T)]
 

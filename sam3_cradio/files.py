@@ -1,0 +1,59 @@
+"""Small file helpers used across the package: image file lists in natural order and atomic writes."""
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+__all__ = ['IMAGE_EXTS', 'natural_key', 'list_image_files', 'atomic_path', 'write_atomic', 'save_atomic']
+
+IMAGE_EXTS = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp')
+
+
+def natural_key(name: str) -> list[Any]:
+    """Sort key that orders '2.jpg' before '10.jpg': digit runs compare as numbers, the rest case-blind."""
+    return [(0, int(t), '') if t.isdigit() else (1, 0, t.lower()) for t in re.split(r'(\d+)', name) if t]
+
+
+def list_image_files(folder: str | os.PathLike, recursive: bool = False) -> list[Path]:
+    """Image files (:data:`IMAGE_EXTS`, any case) under ``folder``, in natural order of their relative paths.
+
+    An empty list when there are none; callers say what they expected.
+    """
+    root = Path(folder)
+    found = root.rglob('*') if recursive else root.iterdir()
+    files = [p for p in found if p.is_file() and p.suffix.lower() in IMAGE_EXTS]
+    return sorted(files, key=lambda p: natural_key(p.relative_to(root).as_posix()))
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success it replaces ``path`` in one step, on error it is removed,
+    so that readers never see a half-written file under the real name."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f'.{path.name}.{os.getpid()}.tmp')
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def write_atomic(path: str | os.PathLike, data: str | bytes) -> None:
+    """Write text or bytes to ``path`` atomically (see :func:`atomic_path`)."""
+    with atomic_path(path) as tmp:
+        if isinstance(data, str):
+            tmp.write_text(data)
+        else:
+            tmp.write_bytes(data)
+
+
+def save_atomic(path: str | os.PathLike, save: Callable[[Path], Any]) -> None:
+    """Call ``save(tmp)`` (e.g. ``lambda p: torch.save(obj, p)``) and move the result to ``path`` atomically."""
+    with atomic_path(path) as tmp:
+        save(tmp)
