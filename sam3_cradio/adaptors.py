@@ -11,14 +11,15 @@ Sizes are read from the checkpoint's tensors (``head_spec_from_state``), never a
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import Callable, Dict, NamedTuple, Optional, Tuple
+from typing import NamedTuple
 
 import torch
-from torch import nn
 from timm.layers import LayerNorm as TimmLayerNorm
 from timm.models.vision_transformer import Block
+from torch import nn
 
 __all__ = ['RadioOutput', 'HeadSpec', 'MlpHead', 'AttnHead', 'CRadioAdaptor', 'HEAD_TYPES', 'head_spec_from_state', 'build_head']
 
@@ -39,7 +40,7 @@ class RadioOutput(NamedTuple):
     features: torch.Tensor
 
 
-def pixel_shuffle_tokens(x: torch.Tensor, grid_size: Tuple[int, int], factor: int) -> torch.Tensor:
+def pixel_shuffle_tokens(x: torch.Tensor, grid_size: tuple[int, int], factor: int) -> torch.Tensor:
     """(B, h*w, f*f*C) tokens -> (B, (h*f)*(w*f), C), row-major on the upsampled grid.
 
     Each token's channels hold an f x f block of sub-patch features in (u1, u2, c) order, as RADIO writes them.
@@ -73,7 +74,7 @@ class MlpHead(nn.Module):
         ])
         self.final = nn.Sequential(nn.LayerNorm(hidden_dim), nn.GELU(), nn.Linear(hidden_dim, out_dim))
 
-    def forward(self, x: torch.Tensor, grid_size: Optional[Tuple[int, int]] = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, grid_size: tuple[int, int] | None = None) -> torch.Tensor:
         x = self.fc1(x)
         for block in self.blocks:
             x = x + block(x)
@@ -109,7 +110,7 @@ class AttnHead(nn.Module):
         ])
         self.mlp = MlpHead(in_dim, hidden_dim, out_dim, num_inner=0, upsample_factor=upsample_factor)
 
-    def forward(self, x: torch.Tensor, grid_size: Optional[Tuple[int, int]] = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, grid_size: tuple[int, int] | None = None) -> torch.Tensor:
         return self.mlp(self.blocks(x), grid_size)
 
 
@@ -124,7 +125,7 @@ class HeadSpec:
     upsample_factor: int = 1
 
 
-def _mlp_sizes(state: Dict[str, torch.Tensor], prefix: str = '') -> Tuple[int, int, int, int]:
+def _mlp_sizes(state: dict[str, torch.Tensor], prefix: str = '') -> tuple[int, int, int, int]:
     hidden_dim, in_dim = state[f'{prefix}fc1.weight'].shape
     out_dim = state[f'{prefix}final.2.weight'].shape[0]
     num_inner = 0
@@ -134,13 +135,13 @@ def _mlp_sizes(state: Dict[str, torch.Tensor], prefix: str = '') -> Tuple[int, i
 
 
 # head type -> (class, function reading (in, hidden, out, num_inner) from the head's checkpoint tensors)
-HEAD_TYPES: Dict[str, Tuple[type, Callable[[Dict[str, torch.Tensor]], Tuple[int, int, int, int]]]] = {
+HEAD_TYPES: dict[str, tuple[type, Callable[[dict[str, torch.Tensor]], tuple[int, int, int, int]]]] = {
     'v2': (MlpHead, _mlp_sizes),
     'attn': (AttnHead, lambda state: _mlp_sizes(state, 'mlp.')),
 }
 
 
-def head_spec_from_state(head_type: str, state: Dict[str, torch.Tensor], upsample_factor: int = 1) -> HeadSpec:
+def head_spec_from_state(head_type: str, state: dict[str, torch.Tensor], upsample_factor: int = 1) -> HeadSpec:
     """Read a head's sizes from its checkpoint tensors (keys without the head's prefix)."""
     if head_type not in HEAD_TYPES:
         raise ValueError(f'unsupported adaptor head type {head_type!r}; supported: {sorted(HEAD_TYPES)}')
@@ -175,8 +176,8 @@ class CRadioAdaptor(nn.Module):
             self,
             prefix_tokens: torch.Tensor,
             features: torch.Tensor,
-            grid_size: Tuple[int, int],
-    ) -> Tuple[torch.Tensor, torch.Tensor]:
+            grid_size: tuple[int, int],
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """prefix_tokens (B, P, D), features (B, h*w, D) -> summary (B, S), features (B, h*w*u*u, F), in float32."""
         summary = self.summary_head(prefix_tokens[:, self.token_slot])
         features = self.feature_head(features, grid_size)

@@ -6,8 +6,9 @@ with strict key accounting, move to the device, eval mode.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any
 
 import torch
 from torch import nn
@@ -68,7 +69,7 @@ def compose_config(spec: ModelSpec | str, overrides: Sequence[str] = ()) -> Any:
 _FACT_KEYS = {'backbone.image_size': 'resolution', 'backbone.window_size': 'window'}
 
 
-def _split_fact_overrides(overrides: Sequence[str]) -> Tuple[Dict[str, str], List[str]]:
+def _split_fact_overrides(overrides: Sequence[str]) -> tuple[dict[str, str], list[str]]:
     facts, rest = {}, []
     for o in overrides:
         key, sep, value = o.lstrip('+').partition('=')
@@ -82,9 +83,9 @@ def _split_fact_overrides(overrides: Sequence[str]) -> Tuple[Dict[str, str], Lis
 def resolve_build(
         backbone: str | ModelSpec,
         window_size: Window | str | None = None,
-        resolution: Optional[int] = None,
+        resolution: int | None = None,
         overrides: Sequence[str] = (),
-) -> Tuple[ModelSpec, List[str]]:
+) -> tuple[ModelSpec, list[str]]:
     """The checked :class:`ModelSpec` of a build and the overrides left once the backbone facts are taken out.
 
     ``backbone.image_size=`` / ``backbone.window_size=`` overrides are accepted as the ``resolution`` /
@@ -112,7 +113,7 @@ def resolve_build(
 def build_trunk(
         spec: ModelSpec | str,
         overrides: Sequence[str] = (),
-        device: Union[str, torch.device, None] = None,
+        device: str | torch.device | None = None,
 ) -> nn.Module:
     """The vision trunk of a backbone alone (no neck, text encoder or decoder), random weights for PE.
 
@@ -127,7 +128,7 @@ def build_trunk(
     return _instantiate(cfg.trunk).to(device or 'cpu').eval()
 
 
-def _sam3_checkpoint_path(cfg: Any, sam3_checkpoint: Optional[Union[str, Path]]) -> Path:
+def _sam3_checkpoint_path(cfg: Any, sam3_checkpoint: str | Path | None) -> Path:
     if sam3_checkpoint is not None:
         path = Path(sam3_checkpoint)
         if not path.is_file():
@@ -139,7 +140,7 @@ def _sam3_checkpoint_path(cfg: Any, sam3_checkpoint: Optional[Union[str, Path]])
     return hub_download(HubFile(cfg.sam3_checkpoint.repo_id, cfg.sam3_checkpoint.filename), 'SAM3')
 
 
-def _remap_sam3_keys(ckpt: Dict[str, torch.Tensor], mode: str, interactive: bool) -> Tuple[Dict[str, torch.Tensor], List[str]]:
+def _remap_sam3_keys(ckpt: dict[str, torch.Tensor], mode: str, interactive: bool) -> tuple[dict[str, torch.Tensor], list[str]]:
     """sam3.pt keys (``detector.*``, ``tracker.*``) -> this model's keys, as sam3's own builders map them.
 
     Returns the mapped dict and the checkpoint keys this model has no place for by design (the plain image model
@@ -166,11 +167,11 @@ def _remap_sam3_keys(ckpt: Dict[str, torch.Tensor], mode: str, interactive: bool
 
 def load_sam3_checkpoint(
         model: nn.Module,
-        path: Union[str, Path],
+        path: str | Path,
         mode: str,
         interactive: bool,
         own_trunk: bool,
-) -> Dict[str, int]:
+) -> dict[str, int]:
     """Load sam3.pt into ``model`` with strict key accounting; returns counts of what was loaded and skipped.
 
     Every SAM3 key must load, except the PE trunk's when ``own_trunk`` is False (a C-RADIO trunk): those are
@@ -208,13 +209,9 @@ def load_sam3_checkpoint(
 
 def _finish_sam3(model: nn.Module, cfg: Any) -> None:
     """Sizes sam3 0.1.4 sets outside its constructors' arguments, made to follow the backbone's grid."""
-    from sam3.model.sam1_task_predictor import SAM3InteractiveImagePredictor
+    from . import compat
 
-    f = cfg.feat_size
-    for m in model.modules():
-        if isinstance(m, SAM3InteractiveImagePredictor):
-            # sam1_task_predictor.py hard-codes [(288, 288), (144, 144), (72, 72)], the neck's 4x/2x/1x maps at 72
-            m._bb_feat_sizes = [(4 * f, 4 * f), (2 * f, 2 * f), (f, f)]
+    compat.set_interactive_feature_sizes(model, cfg.feat_size)
 
 
 def _instantiate(node: Any) -> nn.Module:
@@ -235,14 +232,14 @@ def build_sam3(
         window_size: Window | str | None = None,
         mode: str = 'image',
         *,
-        resolution: Optional[int] = None,
+        resolution: int | None = None,
         overrides: Sequence[str] = (),
         pretrained: bool = True,
-        sam3_checkpoint: Optional[Union[str, Path]] = None,
-        cradio_checkpoint: Optional[Union[str, Path]] = None,
+        sam3_checkpoint: str | Path | None = None,
+        cradio_checkpoint: str | Path | None = None,
         interactive: bool = True,
-        device: Union[str, torch.device, None] = None,
-        bpe_path: Optional[str] = None,
+        device: str | torch.device | None = None,
+        bpe_path: str | None = None,
 ) -> nn.Module:
     """Build SAM3 with the chosen vision backbone.
 
@@ -288,7 +285,10 @@ def build_sam3(
     if spec.backbone.is_cradio and not pretrained and cfg.backbone.checkpoint is None:
         _logger.info('C-RADIO trunk with random weights (pretrained=False)')
 
-    compat.apply_cpu_shims()
+    if compat.needs_cpu_shims(device):  # no CUDA, or a model for the CPU: sam3's CUDA-only code needs its shims
+        compat.apply_cpu_shims()
+    else:
+        compat.import_sam3()
     model = _instantiate(cfg.image_model if mode == 'image' else cfg.video_model)
     if mode == 'image' and interactive:
         from sam3.model.sam1_task_predictor import SAM3InteractiveImagePredictor
@@ -296,7 +296,7 @@ def build_sam3(
     _finish_sam3(model, cfg)
 
     own_trunk = not spec.backbone.is_cradio
-    report: Dict[str, Any] = {'sam3_weights': None}
+    report: dict[str, Any] = {'sam3_weights': None}
     if pretrained:
         path = _sam3_checkpoint_path(cfg, sam3_checkpoint)
         report = {'sam3_weights': str(path), **load_sam3_checkpoint(model, path, mode, interactive, own_trunk)}

@@ -10,9 +10,11 @@ import json
 import logging
 import os
 import pickle
+import re
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any
 
 import torch
 
@@ -23,7 +25,7 @@ __all__ = [
     'read_radio_checkpoint', 'save_radio_checkpoint', 'check_keys',
 ]
 
-PathLike = Union[str, os.PathLike]
+PathLike = str | os.PathLike
 
 
 class CheckpointError(ValueError):
@@ -73,7 +75,7 @@ def hub_download(file: HubFile, what: str) -> Path:
         ) from None
 
 
-def _unreachable(endpoint: str, timeout: float = 3.0) -> Optional[str]:
+def _unreachable(endpoint: str, timeout: float = 3.0) -> str | None:
     """Why ``endpoint`` cannot be reached directly, or None. Skipped (None) behind a proxy, which we cannot probe."""
     import socket
     from urllib.parse import urlparse
@@ -88,31 +90,62 @@ def _unreachable(endpoint: str, timeout: float = 3.0) -> Optional[str]:
     return None
 
 
+_ZIP_MAGIC = b'PK\x03\x04'   # torch.save's default format since 1.6
+_PICKLE_MAGIC = b'\x80'       # the legacy format: a pickle, protocol 2 or later
+
+
+def _refused_objects(message: str) -> list[str]:
+    """The disallowed globals torch names in a weights-only refusal ('GLOBAL builtins.eval ...')."""
+    return sorted(set(re.findall(r'GLOBAL ([\w.]+)', message)))
+
+
+def _reason(e: BaseException) -> str:
+    """torch's own cause in one line, without its advice to load with ``weights_only=False``."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    cause = next((ln for ln in lines if ln.startswith('WeightsUnpickler error:')), lines[0] if lines else type(e).__name__)
+    return cause.removeprefix('WeightsUnpickler error: ')[:200]
+
+
 def safe_torch_load(path: PathLike) -> Any:
     """``torch.load`` with ``weights_only=True``, allowing only ``argparse.Namespace`` beyond tensors.
 
-    Never falls back to unrestricted unpickling; a file holding other objects is refused with its name.
+    Never falls back to unrestricted unpickling, and never advises it. Three failures are told apart: a file that
+    is not a PyTorch checkpoint at all (neither zip nor pickle), a damaged one (download again), and one holding
+    Python objects outside the allow-list (refused, the objects named).
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f'checkpoint {str(path)!r} does not exist')
+    size = path.stat().st_size
+    with open(path, 'rb') as f:
+        head = f.read(4)
+    if not head.startswith(_ZIP_MAGIC) and not head.startswith(_PICKLE_MAGIC):
+        what = 'is empty' if size == 0 else f'starts with {head!r}'
+        raise CheckpointError(
+            f'{path} is not a PyTorch checkpoint: it {what}, where torch.save writes a zip archive (or a legacy '
+            f'pickle). Check the path; weights in .safetensors files need the .safetensors extension.')
     try:
         with torch.serialization.safe_globals([argparse.Namespace]):
             return torch.load(path, map_location='cpu', weights_only=True)
     except pickle.UnpicklingError as e:
+        refused = _refused_objects(str(e))
+        if refused:
+            raise CheckpointError(
+                f'{path} was refused: it holds Python objects outside the safe allow-list (tensors, containers, '
+                f'argparse.Namespace): {", ".join(refused)}. Released checkpoints hold none; this file was re-saved '
+                f'with extra objects or is not what it claims to be. Use the released file, or re-save only the '
+                f'state dict and args.') from None
         raise CheckpointError(
-            f'{path} holds Python objects outside the safe allow-list (tensors, containers, argparse.Namespace), '
-            f'so it was not unpickled. It is not a released checkpoint, or it was re-saved with extra objects. '
-            f'Details: {e}'
-        ) from None
-    except (RuntimeError, EOFError, OSError, ValueError) as e:
+            f'could not read {path} ({size} bytes): the file is damaged ({_reason(e)}); '
+            f'download it again.') from None
+    except Exception as e:  # noqa: BLE001 - anything else torch raises on a file with the right magic means damage
         raise CheckpointError(
-            f'could not read {path} ({path.stat().st_size} bytes): {e}. '
+            f'could not read {path} ({size} bytes): {_reason(e)}. '
             f'The file is truncated or corrupted; download it again.'
         ) from None
 
 
-def load_safetensors(path: PathLike) -> Dict[str, torch.Tensor]:
+def load_safetensors(path: PathLike) -> dict[str, torch.Tensor]:
     """Read a .safetensors file, turning format errors into a message that says what to do."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
@@ -138,8 +171,8 @@ class RadioCheckpoint:
         args: the training ``argparse.Namespace`` as a dict.
         source: where it was read from (for messages). The HF ``model.safetensors`` export carries no adaptor heads.
     """
-    state_dict: Dict[str, torch.Tensor]
-    args: Dict[str, Any]
+    state_dict: dict[str, torch.Tensor]
+    args: dict[str, Any]
     source: str
 
 
@@ -220,7 +253,7 @@ def read_radio_checkpoint(path: PathLike) -> RadioCheckpoint:
 def save_radio_checkpoint(
         path: PathLike,
         state_dict: Mapping[str, torch.Tensor],
-        args: Union[argparse.Namespace, Mapping[str, Any]],
+        args: argparse.Namespace | Mapping[str, Any],
         half: bool = True,
 ) -> None:
     """Write ``{'state_dict', 'args'}`` in the released layout (fp16 tensors when ``half``, as NVIDIA ships)."""
@@ -242,7 +275,7 @@ def check_keys(
         what: str,
         allow_missing: Sequence[str] = (),
         allow_unexpected: Sequence[str] = (),
-) -> Tuple[List[str], List[str]]:
+) -> tuple[list[str], list[str]]:
     """Raise one error naming every missing/unexpected key not covered by the glob allow-lists.
 
     Returns the (missing, unexpected) keys that the allow-lists covered, so callers can count them.

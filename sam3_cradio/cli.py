@@ -4,15 +4,41 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, List, Optional
+from typing import Any
 
 import numpy as np
 import torch
 
-from .registry import GLOBAL, ModelSpec, Window, format_window, list_backbones, parse_window, resolve
+from .registry import (
+    BACKBONES,
+    GLOBAL,
+    ModelSpec,
+    Window,
+    format_window,
+    get_backbone,
+    list_backbones,
+    parse_window,
+    resolve,
+)
 
 __all__ = ['main', 'add_model_args', 'model_spec', 'build_from_args', 'window_arg', 'setup_logging', 'run_command']
+
+
+def _encoder_source(model: str) -> str | Path:
+    """``--model``: a C-RADIO backbone name (its release; the tiny one is the shipped fixture) or a file path."""
+    try:
+        b = get_backbone(model)
+    except ValueError:
+        return model  # a path or a release name: load_cradio says what is wrong with it
+    if not b.is_cradio:
+        raise ValueError(f'encode runs C-RADIO encoders; {b.name} is SAM3\'s own encoder. Use one of '
+                         f'{[n for n, x in BACKBONES.items() if x.is_cradio]} or a C-RADIO checkpoint path')
+    if not b.pretrained:
+        from .assets import CRADIO_TINY_CHECKPOINT
+        return CRADIO_TINY_CHECKPOINT
+    return b.release
 
 
 def _encode(a: argparse.Namespace) -> int:
@@ -22,7 +48,7 @@ def _encode(a: argparse.Namespace) -> int:
     from .images import image_to_tensor
 
     window = None if a.window_size in (None, GLOBAL) else a.window_size
-    model = load_cradio(a.model, adaptor_names=a.adaptor, window_size=window, device=a.device)
+    model = load_cradio(_encoder_source(a.model), adaptor_names=a.adaptor, window_size=window, device=a.device)
     if a.resolution:
         h, w = (a.resolution * 2)[:2]
     else:
@@ -147,8 +173,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     enc = sub.add_parser('encode', help='C-RADIO summary and spatial features of images, to a .safetensors file')
     enc.add_argument('images', nargs='+', type=Path)
-    enc.add_argument('--model', default='c-radio_v4-h',
-                     help="release name (c-radio_v4-h, c-radio_v4-so400m) or a local .pth.tar / .safetensors")
+    enc.add_argument('--model', default='cradio_v4_h',
+                     help="a C-RADIO backbone (cradio_v4_h, cradio_v4_so400m: their releases; cradio_tiny: the shipped "
+                          "test fixture), a release name (c-radio_v4-h) or a local .pth.tar / .safetensors")
     enc.add_argument('--adaptor', action='append', default=[], help="adaptor heads to run, e.g. sam3 (repeatable)")
     enc.add_argument('--window-size', type=window_arg, default=None, metavar='global|N',
                      help="ViTDet window in patches, or 'global' (default)")
@@ -211,7 +238,7 @@ def run_command(fn: Callable[..., int], *args: Any) -> int:
         return 2
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     setup_logging()
     argv = sys.argv[1:] if argv is None else list(argv)
     # these parse their own options

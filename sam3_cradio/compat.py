@@ -1,26 +1,30 @@
-"""CPU compatibility shims for Meta's SAM 3 (PyPI ``sam3==0.1.4``).
+"""Every change sam3_cradio makes to Meta's SAM 3 (PyPI ``sam3==0.1.4``), in one module.
 
-sam3 0.1.4 hard-codes CUDA in a handful of places (``device="cuda"``, ``.cuda()``, ``pin_memory()``,
-bfloat16 features that only CUDA autocast absorbs), so it neither builds nor runs on a machine without a GPU.
-This module fixes those sites *in-process*, without forking, vendoring or editing the installed package:
+docs/sam3-compat.md lists each change: the sam3 file and line it touches, why, and when it applies.
 
-- :func:`apply_cpu_shims` wraps one sam3 function or method per site. It is explicit (never run at import),
-  idempotent, gated on the installed sam3 version, and returns the names of the shims it applied.
-- Every wrapper checks ``torch.cuda.is_available()`` when it is *called* and, when CUDA is available, calls the
-  original unchanged, so GPU behaviour is untouched. The two exceptions are bug fixes that are correct on any
-  device: ``connected_components_empty`` (B11) and ``edt_stub`` (B2, only when ``triton`` cannot be imported).
-- The CUDA-only calls are redirected by :class:`_CudaToDeviceMode`, a ``TorchFunctionMode`` entered only for the
-  duration of the wrapped sam3 function (thread-local), instead of patching ``torch.Tensor`` globally.
+Two kinds of change live here, each a named function the rest of the package calls:
 
-Blocker ids (B1..B14) refer to the shared note ``sam3-0.1.4-facts.md``. Blockers fixed by the caller rather than
-by a shim: B1/B8 (install ``psutil`` / ``scikit-image``; checked here with a clear message), B3/B3b (pass
-``bpe_path=bpe_path()``, ``load_from_HF=False``), B6 (``Sam3Processor(model, device="cpu")``) and B14 (use
-``build_sam3_video_model`` instead of the multi-GPU ``build_sam3_video_predictor``).
+- **CPU shims** (:func:`apply_cpu_shims`): sam3 0.1.4 hard-codes CUDA in a handful of places (``device="cuda"``,
+  ``.cuda()``, ``pin_memory()``, bfloat16 features that only CUDA autocast absorbs), so it neither builds nor
+  runs without a GPU. Each shim wraps one sam3 function or method in-process (no fork, no edited files). A wrapper
+  changes nothing unless :func:`needs_cpu_shims` holds for the call: CUDA is absent, or the module or tensor the
+  call works on is not on a CUDA device. Applying is explicit (never at import), idempotent and gated on the
+  installed sam3 version; :func:`remove_cpu_shims` puts back every original object, and :func:`cpu_shims` is a
+  context manager that applies them for a block and leaves sam3 as it found it.
+- **Per-model overrides**, which touch one model object and undo themselves: :func:`override_propagation_plan`
+  (which propagation sam3's video model runs next), :func:`tracker_non_overlap_output` (whether the tracker makes
+  its output masks disjoint) and :func:`set_interactive_feature_sizes` (the interactive predictor's feature sizes,
+  which sam3 hard-codes for a 72x72 grid).
+
+Fixed by the caller rather than by a patch: install ``psutil`` / ``scikit-image`` (undeclared sam3 dependencies,
+checked here with a clear message), pass ``bpe_path=bpe_path()`` and ``load_from_HF=False`` to sam3's builders,
+build ``Sam3Processor(model, device=...)``, and use ``build_sam3_video_model`` rather than the multi-GPU
+``build_sam3_video_predictor``.
 
 Example:
-    >>> from sam3_cradio.compat import apply_cpu_shims, bpe_path
-    >>> apply_cpu_shims()  # doctest: +SKIP
-    ['position_encoding_cpu', 'decoder_coords_cpu', ...]
+    >>> from sam3_cradio import compat
+    >>> with compat.cpu_shims():  # doctest: +SKIP
+    ...     model = build_sam3_image_model(bpe_path=compat.bpe_path(), load_from_HF=False, device='cpu')
 """
 from __future__ import annotations
 
@@ -34,8 +38,11 @@ import sys
 import threading
 import types
 import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any
 
 import torch
 from torch import nn
@@ -44,9 +51,17 @@ from torch.overrides import TorchFunctionMode
 __all__ = [
     'SUPPORTED_SAM3_VERSION',
     'BPE_FILENAME',
+    'CPU_SHIMS',
+    'needs_cpu_shims',
+    'import_sam3',
     'apply_cpu_shims',
     'applied_cpu_shims',
+    'remove_cpu_shims',
+    'cpu_shims',
     'check_sam3_version',
+    'override_propagation_plan',
+    'tracker_non_overlap_output',
+    'set_interactive_feature_sizes',
     'bpe_path',
     'init_uninitialised_text_params',
     'move_caches_to',
@@ -57,21 +72,60 @@ logger = logging.getLogger(__name__)
 SUPPORTED_SAM3_VERSION = '0.1.4'
 BPE_FILENAME = 'bpe_simple_vocab_16e6.txt.gz'
 
-# Marker set on every wrapper; lets a patch recognise an already-patched attribute (no double wrapping).
+# Marker set on every wrapper (and on the edt stub): recognises an already-patched attribute.
 _SHIM_ATTR = '__sam3_cradio_shim__'
 
-_lock = threading.Lock()
-_applied: List[str] = []
+
+@dataclass(frozen=True)
+class _Patch:
+    """One patched attribute and what to put back: ``original`` is the raw object found in ``owner.__dict__``
+    (a staticmethod stays a staticmethod), or None when ``owner`` only inherited the attribute."""
+    shim: str
+    owner: Any
+    attr: str
+    original: Any
+
+
+_lock = threading.RLock()
+_patches: list[_Patch] = []  # in the order applied; undone in reverse
+_applied: list[str] = []
+_edt_stub: types.ModuleType | None = None  # the stub module, while it is registered by us
 _done = False
 
 
 # --------------------------------------------------------------------------------------------------------------
-# Shared machinery
+# When a shim acts
 # --------------------------------------------------------------------------------------------------------------
 
-def _cuda_available() -> bool:
-    # Looked up on every call (not cached) so each wrapper follows the machine it runs on.
-    return torch.cuda.is_available()
+def needs_cpu_shims(device: str | torch.device | None = None) -> bool:
+    """True where sam3's CUDA-only code needs a CPU fix: CUDA is absent, or ``device`` is given and is not CUDA.
+
+    Every wrapper asks this on each call (not once), with the device of the module or tensor it works on when it
+    has one, so a model on the GPU runs sam3's own code and a model on the CPU gets the fix on any machine.
+    """
+    if not torch.cuda.is_available():
+        return True
+    return device is not None and torch.device(device).type != 'cuda'
+
+
+def _device_of(obj: Any) -> torch.device | None:
+    """Device of a module (its first parameter), a tensor, or anything with a ``device`` attribute."""
+    if isinstance(obj, torch.Tensor):
+        return obj.device
+    if isinstance(obj, nn.Module):
+        p = next(obj.parameters(), None)
+        if p is not None:
+            return p.device
+    d = getattr(obj, 'device', None)
+    return torch.device(d) if isinstance(d, (str, torch.device)) else None
+
+
+def _self_device(self: Any, *args: Any, **kwargs: Any) -> torch.device | None:
+    return _device_of(self)
+
+
+def _no_device(*args: Any, **kwargs: Any) -> None:
+    return None
 
 
 def _is_cuda_device(device: Any) -> bool:
@@ -86,18 +140,18 @@ def _is_cuda_device(device: Any) -> bool:
 class _CudaToDeviceMode(TorchFunctionMode):
     """Redirects sam3's CUDA-only calls to ``device`` while a wrapped sam3 function runs.
 
-    Only three patterns are touched: ``Tensor.pin_memory()`` becomes a no-op (pinning needs a CUDA driver and is
-    pointless without a GPU), ``Tensor.cuda(...)`` becomes ``.to(device)``, and a ``device=`` keyword naming CUDA
-    (e.g. ``torch.zeros(..., device="cuda")``) becomes ``device``. Everything else passes through unchanged.
-    Torch function modes are thread-local, so other threads never see the redirection.
+    Three patterns only: ``Tensor.pin_memory()`` becomes a no-op (pinning needs a CUDA driver and is pointless
+    without a GPU), ``Tensor.cuda(...)`` becomes ``.to(device)``, and a ``device=`` keyword naming CUDA (e.g.
+    ``torch.zeros(..., device="cuda")``) becomes ``device``. Torch function modes are thread-local, so other threads
+    never see the redirection, and nothing outside the wrapped call changes.
     """
 
     def __init__(self, device: torch.device) -> None:
         super().__init__()
         self.device = torch.device(device)
 
-    def __torch_function__(self, func: Callable, types: Tuple[type, ...], args: Tuple[Any, ...] = (),
-                           kwargs: Optional[Dict[str, Any]] = None) -> Any:
+    def __torch_function__(self, func: Callable, types: tuple[type, ...], args: tuple[Any, ...] = (),
+                           kwargs: dict[str, Any] | None = None) -> Any:
         kwargs = dict(kwargs or {})
         if func is torch.Tensor.pin_memory:
             return args[0]
@@ -108,35 +162,29 @@ class _CudaToDeviceMode(TorchFunctionMode):
         return func(*args, **kwargs)
 
 
-def _cpu(*args: Any, **kwargs: Any) -> torch.device:
-    return torch.device('cpu')
-
-
-def _module_device(self: nn.Module, *args: Any, **kwargs: Any) -> torch.device:
-    # The tracker's own device (sam3's `Sam3TrackerBase.device` property: device of its first parameter).
-    return self.device
-
-
-def _redirect_cuda(fn: Callable, device_of: Callable[..., torch.device] = _cpu) -> Callable:
-    """Wrap ``fn`` so that, without CUDA, it runs under :class:`_CudaToDeviceMode` (``device_of(*args)``)."""
+def _redirect_cuda(fn: Callable, device_of: Callable[..., torch.device | None] = _no_device) -> Callable:
+    """Wrap ``fn``: where :func:`needs_cpu_shims` holds for ``device_of(*args)``, run it under
+    :class:`_CudaToDeviceMode` (to that device, or the CPU when it is unknown)."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        if _cuda_available():
+        device = device_of(*args, **kwargs)
+        if not needs_cpu_shims(device):
             return fn(*args, **kwargs)
-        with _CudaToDeviceMode(device_of(*args, **kwargs)):
+        with _CudaToDeviceMode(device or torch.device('cpu')):
             return fn(*args, **kwargs)
 
     return wrapper
 
 
-def _edit_args_without_cuda(fn: Callable, edit: Callable[[inspect.BoundArguments], None]) -> Callable:
-    """Wrap ``fn`` so that, without CUDA, ``edit`` may change its bound arguments (however they were passed)."""
+def _edit_args(fn: Callable, edit: Callable[[inspect.BoundArguments], None],
+               device_of: Callable[..., torch.device | None] = _no_device) -> Callable:
+    """Wrap ``fn``: where :func:`needs_cpu_shims` holds, ``edit`` may change its bound arguments (however passed)."""
     signature = inspect.signature(fn)
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        if _cuda_available():
+        if not needs_cpu_shims(device_of(*args, **kwargs)):
             return fn(*args, **kwargs)
         bound = signature.bind(*args, **kwargs)
         edit(bound)
@@ -145,24 +193,24 @@ def _edit_args_without_cuda(fn: Callable, edit: Callable[[inspect.BoundArguments
     return wrapper
 
 
-def _force_kwargs(fn: Callable, forced: Dict[str, Any]) -> Callable:
-    """Wrap ``fn`` so that, without CUDA, the named arguments are forced (however they were passed)."""
+def _force_kwargs(fn: Callable, forced: dict[str, Any],
+                  device_of: Callable[..., torch.device | None] = _no_device) -> Callable:
+    """Wrap ``fn``: where :func:`needs_cpu_shims` holds, the named arguments are forced (however passed)."""
 
     def force(bound: inspect.BoundArguments) -> None:
         for name, value in forced.items():
             if name in bound.arguments and bound.arguments[name] != value:
-                logger.debug('%s: overriding %s=%r with %r (no CUDA)', fn.__qualname__, name,
-                             bound.arguments[name], value)
+                logger.debug('%s: overriding %s=%r with %r (CPU)', fn.__qualname__, name, bound.arguments[name], value)
             bound.arguments[name] = value
 
-    return _edit_args_without_cuda(fn, force)
+    return _edit_args(fn, force, device_of)
 
 
 def _patch(owner: Any, attr: str, make_wrapper: Callable[[Callable], Callable], shim: str) -> bool:
-    """Replace ``owner.attr`` by ``make_wrapper(original)``; returns False if it is already patched.
+    """Replace ``owner.attr`` by ``make_wrapper(original)`` and record how to undo it; False if already patched.
 
-    ``staticmethod`` attributes are unwrapped and re-wrapped so they stay static. The original stays reachable
-    as ``wrapper.__wrapped__`` (set by ``functools.wraps``).
+    ``staticmethod`` attributes are unwrapped and re-wrapped so they stay static. The original function stays
+    reachable as ``wrapper.__wrapped__`` (set by ``functools.wraps``).
     """
     raw = inspect.getattr_static(owner, attr)
     is_static = isinstance(raw, staticmethod)
@@ -171,23 +219,26 @@ def _patch(owner: Any, attr: str, make_wrapper: Callable[[Callable], Callable], 
         return False
     wrapper = make_wrapper(original)
     setattr(wrapper, _SHIM_ATTR, shim)
+    own = vars(owner).get(attr)  # None: inherited, so undoing means deleting the attribute again
     setattr(owner, attr, staticmethod(wrapper) if is_static else wrapper)
-    logger.debug('sam3 CPU shim %r: patched %s.%s', shim, getattr(owner, '__name__', owner), attr)
+    _patches.append(_Patch(shim, owner, attr, own))
+    logger.debug('sam3 shim %r: patched %s.%s', shim, getattr(owner, '__name__', owner), attr)
     return True
 
 
 # --------------------------------------------------------------------------------------------------------------
-# Shims, one per blocker. Each returns True when it patched something.
+# CPU shims, one per blocker. Each returns True when it patched something.
 # --------------------------------------------------------------------------------------------------------------
 
 def shim_edt_stub() -> bool:
-    """B2: ``sam3/model/edt.py:6-7`` imports ``triton`` at import time (via ``sam3_tracker_utils.py:8``).
+    """``sam3/model/edt.py:6-7`` imports ``triton`` at import time (reached via ``sam3_tracker_utils.py:8``).
 
-    ``edt_triton`` is only used for training-time point sampling (``sam3_tracker_utils.py:178``). When ``triton``
-    cannot be imported, register a stub module ``sam3.model.edt`` whose ``edt_triton`` raises a clear error, so
-    ``import sam3`` works. ``triton`` itself is never stubbed (``torch._dynamo`` probes ``triton.language``).
-    Must run before sam3 is imported; does nothing when triton imports or sam3's edt module is already loaded.
+    ``edt_triton`` serves only training-time point sampling (``sam3_tracker_utils.py:178``). When ``triton`` cannot
+    be imported, register a stub module ``sam3.model.edt`` whose ``edt_triton`` raises a clear error, so ``import
+    sam3`` works. ``triton`` itself is never stubbed (``torch._dynamo`` probes ``triton.language``). Does nothing
+    when triton imports or a ``sam3.model.edt`` module is already loaded.
     """
+    global _edt_stub
     if 'sam3.model.edt' in sys.modules:
         return False
     try:
@@ -209,15 +260,17 @@ def shim_edt_stub() -> bool:
     stub.edt_triton = edt_triton
     setattr(stub, _SHIM_ATTR, 'edt_stub')
     sys.modules['sam3.model.edt'] = stub
+    _edt_stub = stub
     return True
 
 
 def shim_position_encoding_cpu() -> bool:
-    """B4: ``sam3/model/position_encoding.py:47`` precomputes with ``torch.zeros(..., device="cuda")``.
+    """``sam3/model/position_encoding.py:47`` precomputes with ``torch.zeros(..., device="cuda")``.
 
-    ``PositionEmbeddingSine.__init__`` fills its cache for ``precompute_resolution`` (used by the vision neck,
-    ``model_builder.py:503``, and the tracker memory encoder, ``:333-339``). Without CUDA the wrapped ``__init__``
-    runs the same code with that tensor created on CPU, so the cache lives on CPU.
+    ``PositionEmbeddingSine.__init__`` fills its cache for ``precompute_resolution`` (vision neck,
+    ``model_builder.py:503``; tracker memory encoder, ``:333-339``). Without CUDA the wrapped ``__init__`` runs the
+    same code with that tensor on the CPU. (With CUDA present the cache is built there and
+    :func:`move_caches_to` moves it to the model's device.)
     """
     from sam3.model.position_encoding import PositionEmbeddingSine
 
@@ -225,17 +278,17 @@ def shim_position_encoding_cpu() -> bool:
 
 
 def shim_decoder_coords_cpu() -> bool:
-    """B5: ``sam3/model/decoder.py:280-282`` calls ``self._get_coords(feat_size, feat_size, device="cuda")``.
+    """``sam3/model/decoder.py:280-282`` calls ``self._get_coords(feat_size, feat_size, device="cuda")``.
 
-    ``TransformerDecoder.__init__`` precomputes the boxRPB coordinates for resolution 1008 / stride 14 on CUDA.
-    The wrapped ``_get_coords`` staticmethod maps a CUDA device to CPU when CUDA is unavailable.
+    ``TransformerDecoder.__init__`` precomputes the box-RPB coordinates for resolution 1008 / stride 14 on CUDA.
+    Without CUDA the wrapped ``_get_coords`` staticmethod maps a CUDA device to the CPU.
     """
     from sam3.model.decoder import TransformerDecoder
 
     def make(fn: Callable) -> Callable:
         @functools.wraps(fn)
-        def _get_coords(H: int, W: int, device: Any) -> Tuple[torch.Tensor, torch.Tensor]:
-            if not _cuda_available() and _is_cuda_device(device):
+        def _get_coords(H: int, W: int, device: Any) -> tuple[torch.Tensor, torch.Tensor]:
+            if needs_cpu_shims() and _is_cuda_device(device):
                 device = torch.device('cpu')
             return fn(H, W, device)
 
@@ -245,26 +298,32 @@ def shim_decoder_coords_cpu() -> bool:
 
 
 def shim_pin_memory_cpu() -> bool:
-    """B7: ``pin_memory()`` needs a CUDA driver; without CUDA it is skipped at sam3's three call sites.
+    """``pin_memory()`` needs a CUDA driver; for a model off the GPU it is skipped at sam3's three call sites.
 
     - ``sam3/model/geometry_encoders.py:659`` ``SequenceGeometryEncoder._encode_boxes`` (every text/box prompt).
     - ``sam3/model/sam3_tracker_base.py:168`` ``Sam3TrackerBase._get_tpos_enc`` (video propagation).
     - ``sam3/model/sam3_video_inference.py:480`` ``Sam3VideoInference._postprocess_output`` (video outputs).
+
+    Gated on the module's device: a model on the GPU pins as sam3 does; a model on the CPU never pins (pinned
+    memory only speeds up copies to a GPU).
     """
     from sam3.model.geometry_encoders import SequenceGeometryEncoder
     from sam3.model.sam3_tracker_base import Sam3TrackerBase
     from sam3.model.sam3_video_inference import Sam3VideoInference
 
+    def make(fn: Callable) -> Callable:
+        return _redirect_cuda(fn, device_of=_self_device)
+
     patched = [
-        _patch(SequenceGeometryEncoder, '_encode_boxes', _redirect_cuda, 'pin_memory_cpu'),
-        _patch(Sam3TrackerBase, '_get_tpos_enc', _redirect_cuda, 'pin_memory_cpu'),
-        _patch(Sam3VideoInference, '_postprocess_output', _redirect_cuda, 'pin_memory_cpu'),
+        _patch(SequenceGeometryEncoder, '_encode_boxes', make, 'pin_memory_cpu'),
+        _patch(Sam3TrackerBase, '_get_tpos_enc', make, 'pin_memory_cpu'),
+        _patch(Sam3VideoInference, '_postprocess_output', make, 'pin_memory_cpu'),
     ]
     return any(patched)
 
 
 def shim_tracker_cuda_calls() -> bool:
-    """B13: hard-coded ``.cuda()`` in the tracker; without CUDA it becomes ``.to(tracker.device)``.
+    """Hard-coded ``.cuda()`` in the tracker becomes ``.to(tracker.device)`` when the tracker is not on CUDA.
 
     - ``sam3/model/sam3_tracker_base.py:657`` and ``:664``
       ``Sam3TrackerBase._prepare_memory_conditioned_features`` (memory features / pos-enc, every propagation).
@@ -275,7 +334,7 @@ def shim_tracker_cuda_calls() -> bool:
     from sam3.model.sam3_tracking_predictor import Sam3TrackerPredictor
 
     def make(fn: Callable) -> Callable:
-        return _redirect_cuda(fn, device_of=_module_device)
+        return _redirect_cuda(fn, device_of=_self_device)
 
     patched = [
         _patch(Sam3TrackerBase, '_prepare_memory_conditioned_features', make, 'tracker_cuda_calls'),
@@ -285,51 +344,51 @@ def shim_tracker_cuda_calls() -> bool:
 
 
 def shim_tracker_state_on_cpu() -> bool:
-    """B12: ``sam3/model/sam3_tracking_predictor.py:81`` sets ``storage_device=cuda`` unless offloading.
+    """``sam3/model/sam3_tracking_predictor.py:81`` stores the tracker state on CUDA unless offloading.
 
     ``Sam3VideoInference._init_new_tracker_state`` (``sam3_video_inference.py:984-990``) never passes
-    ``offload_state_to_cpu``. Without CUDA the wrapped ``Sam3TrackerPredictor.init_state`` forces
-    ``offload_state_to_cpu=True`` and ``offload_video_to_cpu=True`` (the latter avoids ``io_utils`` ``.cuda()``).
+    ``offload_state_to_cpu``. When the tracker is not on CUDA, the wrapped ``Sam3TrackerPredictor.init_state``
+    forces ``offload_state_to_cpu=True`` and ``offload_video_to_cpu=True`` (the latter avoids ``io_utils``'
+    ``.cuda()``).
     """
     from sam3.model.sam3_tracking_predictor import Sam3TrackerPredictor
 
     def make(fn: Callable) -> Callable:
-        return _force_kwargs(fn, {'offload_state_to_cpu': True, 'offload_video_to_cpu': True})
+        return _force_kwargs(fn, {'offload_state_to_cpu': True, 'offload_video_to_cpu': True}, _self_device)
 
     return _patch(Sam3TrackerPredictor, 'init_state', make, 'tracker_state_on_cpu')
 
 
 def shim_video_frames_on_cpu() -> bool:
-    """B9: ``Sam3VideoInference.init_state`` defaults to ``offload_video_to_cpu=False``.
-
-    That reaches ``images.cuda()`` in ``sam3/model/io_utils.py`` (``:66``, ``:107-109``, ``:204-206``,
-    ``:310-312``, ``:326``, ``:395``). Without CUDA the wrapped ``init_state``
-    (``sam3/model/sam3_video_inference.py:54``) forces ``offload_video_to_cpu=True``.
+    """``Sam3VideoInference.init_state`` (``sam3/model/sam3_video_inference.py:54``) defaults to
+    ``offload_video_to_cpu=False``, which reaches ``images.cuda()`` in ``sam3/model/io_utils.py`` (``:66``,
+    ``:107-109``, ``:204-206``, ``:310-312``, ``:326``, ``:395``). When the model is not on CUDA the wrapped
+    ``init_state`` forces ``offload_video_to_cpu=True``.
     """
     from sam3.model.sam3_video_inference import Sam3VideoInference
 
     def make(fn: Callable) -> Callable:
-        return _force_kwargs(fn, {'offload_video_to_cpu': True})
+        return _force_kwargs(fn, {'offload_video_to_cpu': True}, _self_device)
 
     return _patch(Sam3VideoInference, 'init_state', make, 'video_frames_on_cpu')
 
 
-def _tracker_fpn_to_float32(multigpu_buffer: Dict[int, Dict[str, Tuple[Any, Any]]]) -> None:
-    """Cast the buffered ``tracker_backbone_fpn_*`` entries from bfloat16 back to float32, in place."""
+def _tracker_fpn_to_float32(multigpu_buffer: dict[int, dict[str, tuple[Any, Any]]]) -> None:
+    """Cast the buffered ``tracker_backbone_fpn_*`` entries that are not on CUDA from bfloat16 to float32."""
     for frame_buffer in multigpu_buffer.values():
         for key, (value, handle) in list(frame_buffer.items()):
             if key.startswith('tracker_backbone_fpn_') and isinstance(value, torch.Tensor) \
-                    and value.dtype == torch.bfloat16:
+                    and value.dtype == torch.bfloat16 and needs_cpu_shims(value.device):
                 frame_buffer[key] = (value.float(), handle)
 
 
 def shim_tracker_fpn_float32() -> bool:
-    """B10: ``sam3/model/sam3_image.py:839`` casts the SAM2-neck features to bfloat16 for the all-gather.
+    """``sam3/model/sam3_image.py:839`` casts the SAM2-neck features to bfloat16 for the all-gather.
 
-    On GPU, CUDA autocast absorbs the dtype; on CPU the ``autocast("cuda")`` decorators are disabled and
-    ``sam3_video_base.py:383`` (``conv_s0``) fails with "Input type (c10::BFloat16) and bias type (float) should
-    be the same". Without CUDA the wrapped ``Sam3ImageOnVideoMultiGPU._build_multigpu_buffer_next_chunk``
-    casts the buffered ``tracker_backbone_fpn_*`` back to float32.
+    On the GPU, CUDA autocast absorbs the dtype; elsewhere the ``autocast("cuda")`` decorators are disabled and
+    ``sam3_video_base.py:383`` (``conv_s0``) fails with "Input type (c10::BFloat16) and bias type (float) should be
+    the same". The wrapped ``Sam3ImageOnVideoMultiGPU._build_multigpu_buffer_next_chunk`` casts the buffered
+    ``tracker_backbone_fpn_*`` features that are not on CUDA back to float32.
     """
     from sam3.model.sam3_image import Sam3ImageOnVideoMultiGPU
 
@@ -339,8 +398,7 @@ def shim_tracker_fpn_float32() -> bool:
         @functools.wraps(fn)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             out = fn(*args, **kwargs)
-            if not _cuda_available():
-                _tracker_fpn_to_float32(signature.bind(*args, **kwargs).arguments['multigpu_buffer'])
+            _tracker_fpn_to_float32(signature.bind(*args, **kwargs).arguments['multigpu_buffer'])
             return out
 
         return wrapper
@@ -349,46 +407,54 @@ def shim_tracker_fpn_float32() -> bool:
 
 
 def shim_tracker_memory_float32() -> bool:
-    """B15: the tracker stores its memory features in bfloat16 (``sam3_tracking_predictor.py:1098``, ``:1149``).
+    """The tracker stores its memory in bfloat16 (``sam3_tracking_predictor.py:1098``, ``:1149``).
 
-    On GPU, CUDA autocast absorbs the dtype. On CPU, tracking an object on a frame before its first prompted frame
-    (no float32 object pointer joins the memory tokens, ``sam3_tracker_base.py:790``) feeds an all-bfloat16 memory
-    to the float32 memory attention (``sam/transformer.py:300``, ``v_proj``): "mat1 and mat2 must have the same
-    dtype". Without CUDA the wrapped ``TransformerEncoderCrossAttention.forward`` casts the memory (``prompt``,
-    ``prompt_pos``) to the dtype of the image features (``src``).
+    On the GPU, CUDA autocast absorbs the dtype. Elsewhere, tracking an object on a frame before its first prompted
+    frame (no float32 object pointer joins the memory tokens, ``sam3_tracker_base.py:790``) feeds an all-bfloat16
+    memory to the float32 memory attention (``sam/transformer.py:300``, ``v_proj``): "mat1 and mat2 must have the
+    same dtype". When the image features (``src``) are not on CUDA, the wrapped
+    ``TransformerEncoderCrossAttention.forward`` casts the memory (``prompt``, ``prompt_pos``) to their dtype.
     """
     from sam3.model.decoder import TransformerEncoderCrossAttention
 
-    def memory_to_feature_dtype(bound: inspect.BoundArguments) -> None:
+    def first_src(bound: inspect.BoundArguments) -> torch.Tensor:
         src = bound.arguments['src']
-        dtype = (src[0] if isinstance(src, (list, tuple)) else src).dtype
+        return src[0] if isinstance(src, (list, tuple)) else src
+
+    def memory_to_feature_dtype(bound: inspect.BoundArguments) -> None:
+        dtype = first_src(bound).dtype
         for name in ('prompt', 'prompt_pos'):
             value = bound.arguments.get(name)
             if isinstance(value, torch.Tensor) and value.dtype != dtype:
                 bound.arguments[name] = value.to(dtype)
 
     def make(fn: Callable) -> Callable:
-        return _edit_args_without_cuda(fn, memory_to_feature_dtype)
+        signature = inspect.signature(fn)
+
+        def src_device(*args: Any, **kwargs: Any) -> torch.device | None:
+            return _device_of(first_src(signature.bind(*args, **kwargs)))
+
+        return _edit_args(fn, memory_to_feature_dtype, src_device)
 
     return _patch(TransformerEncoderCrossAttention, 'forward', make, 'tracker_memory_float32')
 
 
 def shim_connected_components_empty() -> bool:
-    """B11: ``sam3/perflib/connected_components.py:48`` ``torch.stack``s an empty list when there are 0 masks.
+    """``sam3/perflib/connected_components.py:48`` ``torch.stack``s an empty list when there are 0 masks.
 
     ``connected_components_cpu`` raises "stack expects a non-empty TensorList" on a (0, 1, H, W) batch, which
-    ``sam3_video_base.py:970`` reaches on every frame without a new detection. For an empty batch the wrapped
-    function returns zero labels and counts of the input's shape, with the dtype the non-empty path would give
-    (skimage's label dtype depends on the input dtype, so it is probed on a 1x1 image). Not gated on CUDA: it is
-    a plain bug fix of the CPU path, which CUDA tensors never reach. ``connected_components`` looks the function
-    up as a module global, so patching the module attribute covers every caller.
+    ``sam3_video_base.py:970`` reaches on every frame without a new detection. For an empty batch on the CPU path
+    the wrapped function returns zero labels and counts of the input's shape, with the dtype the non-empty path
+    would give (skimage's label dtype depends on the input dtype, so it is probed on a 1x1 image).
+    ``connected_components`` looks the function up as a module global, so patching the module attribute covers
+    every caller.
     """
     from sam3.perflib import connected_components as cc
 
     def make(fn: Callable) -> Callable:
         @functools.wraps(fn)
-        def connected_components_cpu(input_tensor: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-            if input_tensor.shape[0] == 0:
+        def connected_components_cpu(input_tensor: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            if input_tensor.shape[0] == 0 and needs_cpu_shims(input_tensor.device):
                 probe, _ = cc.connected_components_cpu_single(input_tensor.new_zeros(1, 1))
                 labels = torch.zeros(input_tensor.shape, dtype=probe.dtype, device=input_tensor.device)
                 return labels, labels.clone()
@@ -401,16 +467,18 @@ def shim_connected_components_empty() -> bool:
 
 def shim_connected_components_counts() -> bool:
     """Speed: ``sam3/perflib/connected_components.py:18-29`` counts each component's pixels with one full-image
-    pass per component (quadratic; ~20 s per call on noisy masks), on the CPU path that hole filling uses in video.
+    pass per component (quadratic; ~20 s per call on noisy masks), on the CPU path hole filling uses in video.
 
-    The wrapped ``connected_components_cpu_single`` returns the same labels and counts (background 0) from one
-    ``bincount``. Not gated on CUDA: CUDA tensors never reach the CPU path.
+    For tensors on the CPU path the wrapped ``connected_components_cpu_single`` returns the same labels and counts
+    (background 0) from one ``bincount``.
     """
     from sam3.perflib import connected_components as cc
 
     def make(fn: Callable) -> Callable:
         @functools.wraps(fn)
-        def connected_components_cpu_single(values: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        def connected_components_cpu_single(values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            if not needs_cpu_shims(values.device):
+                return fn(values)
             from skimage.measure import label
 
             labels = torch.from_numpy(label(values.cpu().numpy()))
@@ -423,8 +491,8 @@ def shim_connected_components_counts() -> bool:
     return _patch(cc, 'connected_components_cpu_single', make, 'connected_components_counts')
 
 
-# Applied in this order after sam3 is imported (`edt_stub` runs before the import).
-CPU_SHIMS: Dict[str, Callable[[], bool]] = {
+# Applied in this order after sam3 is imported (`edt_stub` runs before the import, in import_sam3).
+CPU_SHIMS: dict[str, Callable[[], bool]] = {
     'position_encoding_cpu': shim_position_encoding_cpu,
     'decoder_coords_cpu': shim_decoder_coords_cpu,
     'pin_memory_cpu': shim_pin_memory_cpu,
@@ -439,7 +507,7 @@ CPU_SHIMS: Dict[str, Callable[[], bool]] = {
 
 
 # --------------------------------------------------------------------------------------------------------------
-# Public API
+# Applying and removing
 # --------------------------------------------------------------------------------------------------------------
 
 def _installed_sam3_version() -> str:
@@ -452,7 +520,7 @@ def _installed_sam3_version() -> str:
         ) from e
 
 
-def check_sam3_version(version: Optional[str] = None, strict: bool = True) -> str:
+def check_sam3_version(version: str | None = None, strict: bool = True) -> str:
     """Check that ``version`` (default: the installed sam3) is the one the shims were written for.
 
     Args:
@@ -476,23 +544,37 @@ def check_sam3_version(version: Optional[str] = None, strict: bool = True) -> st
     return version
 
 
-def _import_sam3() -> types.ModuleType:
-    try:
-        return importlib.import_module('sam3')
-    except ModuleNotFoundError as e:
-        if e.name == 'psutil':  # B1: imported by sam3_video_predictor.py:15 but not declared
-            raise ModuleNotFoundError(
-                'sam3 0.1.4 imports psutil (sam3/model/sam3_video_predictor.py:15) without declaring it: '
-                'pip install psutil', name='psutil') from e
-        raise
+def import_sam3(strict_version: bool = True) -> types.ModuleType:
+    """Import sam3 after checking its version, first registering the ``edt`` stub when triton cannot be imported
+    (see :func:`shim_edt_stub`). What a GPU build needs instead of :func:`apply_cpu_shims`.
+
+    Raises:
+        RuntimeError: the sam3 version differs and ``strict_version`` is True (else a warning).
+        ModuleNotFoundError: sam3 or its undeclared dependency psutil is missing, with the pip command.
+    """
+    with _lock:
+        check_sam3_version(strict=strict_version)
+        if 'sam3' not in sys.modules and shim_edt_stub():
+            logger.debug('registered the sam3.model.edt stub (triton is not importable)')
+        try:
+            sam3 = importlib.import_module('sam3')
+        except ModuleNotFoundError as e:
+            if e.name == 'psutil':  # imported by sam3_video_predictor.py:15 but not declared
+                raise ModuleNotFoundError(
+                    'sam3 0.1.4 imports psutil (sam3/model/sam3_video_predictor.py:15) without declaring it: '
+                    'pip install psutil', name='psutil') from e
+            raise
+        if getattr(sam3, '__version__', None) != _installed_sam3_version():  # metadata vs imported package
+            check_sam3_version(getattr(sam3, '__version__', 'unknown'), strict=strict_version)
+        return sam3
 
 
-def apply_cpu_shims(strict_version: bool = True) -> List[str]:
+def apply_cpu_shims(strict_version: bool = True) -> list[str]:
     """Patch sam3 in-process so it builds and runs without a GPU. Explicit and idempotent.
 
-    Imports sam3 (after registering the ``edt_stub`` if triton is missing), checks its version, and applies each
-    shim in :data:`CPU_SHIMS`. Wrappers call the original sam3 code unchanged whenever CUDA is available.
-    A second call patches nothing and returns the same names.
+    Imports sam3 (after registering the ``edt`` stub if triton is missing), checks its version, and applies each
+    shim in :data:`CPU_SHIMS`. Each wrapper runs sam3's own code unchanged unless :func:`needs_cpu_shims` holds for
+    the call. A second call patches nothing and returns the same names.
 
     Args:
         strict_version: raise if the installed sam3 is not :data:`SUPPORTED_SAM3_VERSION` (else warn and try).
@@ -507,32 +589,151 @@ def apply_cpu_shims(strict_version: bool = True) -> List[str]:
     global _done
     with _lock:
         if _done:
-            logger.debug('sam3 CPU shims already applied: %s', _applied)
             return list(_applied)
-        check_sam3_version(strict=strict_version)
-        applied: List[str] = []
-        if shim_edt_stub():
-            applied.append('edt_stub')
-        sam3 = _import_sam3()
-        if getattr(sam3, '__version__', None) != _installed_sam3_version():  # metadata vs imported package
-            check_sam3_version(getattr(sam3, '__version__', 'unknown'), strict=strict_version)
+        import_sam3(strict_version)
+        applied = ['edt_stub'] if _edt_stub is not None else []
         for name, shim in CPU_SHIMS.items():
             if shim():
                 applied.append(name)
-        if importlib.util.find_spec('skimage') is None:  # B8: undeclared dependency of the CPU CC fallback
+        if importlib.util.find_spec('skimage') is None:  # undeclared dependency of the CPU CC fallback
             warnings.warn('scikit-image is not installed; sam3\'s CPU connected-components fallback '
                           '(sam3/perflib/connected_components.py:20) needs it for video: pip install scikit-image',
                           stacklevel=2)
         _applied[:] = applied
         _done = True
-        logger.info('Applied sam3 CPU shims: %s', ', '.join(applied) or 'none')
+        logger.debug('applied sam3 CPU shims: %s', ', '.join(applied) or 'none')
         return list(_applied)
 
 
-def applied_cpu_shims() -> List[str]:
-    """Names of the shims applied by :func:`apply_cpu_shims` so far (empty before the first call)."""
+def applied_cpu_shims() -> list[str]:
+    """Names of the shims in place (empty before :func:`apply_cpu_shims` and after :func:`remove_cpu_shims`)."""
     return list(_applied)
 
+
+def remove_cpu_shims() -> list[str]:
+    """Undo :func:`apply_cpu_shims`: every patched attribute gets its original object back (the same object, so
+    ``is`` holds), and the ``edt`` stub leaves ``sys.modules`` if this module put it there.
+
+    sam3 modules that imported ``edt_triton`` from the stub keep that reference (a stub that raises; triton was
+    missing anyway). Models built while the shims were in place keep the tensors they made (e.g. caches on the
+    CPU). Safe to call when nothing is applied.
+
+    Returns:
+        Names of the shims removed, in the order they had been applied.
+    """
+    global _done, _edt_stub
+    with _lock:
+        removed = list(_applied)
+        for p in reversed(_patches):
+            if p.original is None:
+                delattr(p.owner, p.attr)  # it was inherited: the base class's attribute shows through again
+            else:
+                setattr(p.owner, p.attr, p.original)
+        _patches.clear()
+        if _edt_stub is not None and sys.modules.get('sam3.model.edt') is _edt_stub:
+            del sys.modules['sam3.model.edt']
+        _edt_stub = None
+        _applied.clear()
+        _done = False
+        if removed:
+            logger.debug('removed sam3 CPU shims: %s', ', '.join(removed))
+        return removed
+
+
+@contextmanager
+def cpu_shims(strict_version: bool = True) -> Iterator[list[str]]:
+    """Apply the CPU shims for the ``with`` block; on exit sam3 is as it was before the block.
+
+    When the shims were already in place before the block they stay in place (like timm's ``set_layer_config``,
+    the previous state is restored, not a fixed one). Yields the names of the shims in place.
+    """
+    with _lock:
+        was_applied = _done
+        names = apply_cpu_shims(strict_version=strict_version)
+    try:
+        yield names
+    finally:
+        if not was_applied:
+            remove_cpu_shims()
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Per-model overrides (one model object; undone on exit)
+# --------------------------------------------------------------------------------------------------------------
+
+_PLAN_ATTR = 'parse_action_history_for_propagation'
+_MISSING = object()
+
+
+@contextmanager
+def override_propagation_plan(model: nn.Module, plan: tuple[str, list[int] | None]) -> Iterator[None]:
+    """Make sam3's video model run the propagation ``plan`` next, instead of the one it infers from its history.
+
+    ``Sam3VideoInferenceWithInstanceInteractivity.propagate_in_video`` (``sam3_video_inference.py:993-1006``)
+    asks ``parse_action_history_for_propagation`` (``:1219-1275``) which propagation to run: ``("propagation_full",
+    None)`` (detector + tracker), ``("propagation_partial", [obj_ids])`` (tracker for those objects) or
+    ``("propagation_fetch", None)`` (cached results). Its history misses cases (clicks after a text prompt but
+    before any propagation, passes starting on the first or last frame), so the caller decides and this answers
+    for the one ``model`` object, through an instance attribute that shadows the method and is removed on exit
+    (the method itself is never replaced). sam3 asks on the generator's first step: advance it inside the block.
+    """
+    kind, obj_ids = plan
+    if kind not in ('propagation_full', 'propagation_partial', 'propagation_fetch'):
+        raise ValueError(f'unknown propagation type {kind!r}; expected propagation_full, propagation_partial or '
+                         'propagation_fetch')
+    previous = model.__dict__.get(_PLAN_ATTR, _MISSING)
+    model.__dict__[_PLAN_ATTR] = lambda inference_state: (kind, obj_ids)
+    try:
+        yield
+    finally:
+        if previous is _MISSING:
+            model.__dict__.pop(_PLAN_ATTR, None)
+        else:
+            model.__dict__[_PLAN_ATTR] = previous
+
+
+@contextmanager
+def tracker_non_overlap_output(tracker: nn.Module, non_overlap: bool) -> Iterator[None]:
+    """Set the tracker's ``non_overlap_masks_for_output`` for the block, then restore the previous value.
+
+    sam3's ``Sam3TrackerPredictor`` reads this attribute (``sam3_tracking_predictor.py:47``, used at ``:482``)
+    when it returns video-resolution masks: True gives each pixel to the object with the highest logit, as SAM2's
+    ``non_overlap_masks``. The video model builds its tracker with False (``model_builder.py:469``); SAM2's VOS
+    protocol wants True for DAVIS (disjoint objects) and False for SA-V.
+    """
+    previous = tracker.non_overlap_masks_for_output
+    tracker.non_overlap_masks_for_output = bool(non_overlap)
+    try:
+        yield
+    finally:
+        tracker.non_overlap_masks_for_output = previous
+
+
+def set_interactive_feature_sizes(model: nn.Module, feat_size: int) -> int:
+    """Make sam3's interactive image predictors expect the backbone's grid; returns how many were set.
+
+    ``SAM3InteractiveImagePredictor`` sets ``_bb_feat_sizes = [(288, 288), (144, 144), (72, 72)]`` in its
+    constructor (``sam1_task_predictor.py:64-68``): the neck's 4x/2x/1x maps of a 72x72 grid, used by
+    ``Sam3Image.predict_inst`` (``sam3_image.py:624``, ``:668``) to reshape features. A backbone with another grid
+    (C-RADIO at 1152 px: 72; other sizes, tiny test models) needs ``[(4f, 4f), (2f, 2f), (f, f)]``. An instance
+    attribute of each predictor inside ``model``; the class is untouched.
+    """
+    from sam3.model.sam1_task_predictor import SAM3InteractiveImagePredictor
+
+    f = int(feat_size)
+    if f <= 0:
+        raise ValueError(f'feat_size must be a positive number of tokens, got {feat_size!r}')
+    n = 0
+    for m in model.modules():
+        if isinstance(m, SAM3InteractiveImagePredictor):
+            m._bb_feat_sizes = [(4 * f, 4 * f), (2 * f, 2 * f), (f, f)]
+            n += 1
+    return n
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Helpers the builder uses
+# --------------------------------------------------------------------------------------------------------------
 
 def bpe_path() -> str:
     """Path of the CLIP BPE vocabulary ``bpe_simple_vocab_16e6.txt.gz`` shipped by ``open_clip_torch``.
@@ -558,7 +759,7 @@ def bpe_path() -> str:
 
 
 @torch.no_grad()
-def init_uninitialised_text_params(model: nn.Module) -> List[str]:
+def init_uninitialised_text_params(model: nn.Module) -> list[str]:
     """Initialise the text-encoder parameters sam3 allocates with ``torch.empty`` and never initialises.
 
     ``sam3/model/text_encoder_ve.py:196`` (``positional_embedding``) and ``:218`` (``text_projection``, when
@@ -574,7 +775,7 @@ def init_uninitialised_text_params(model: nn.Module) -> List[str]:
     """
     from sam3.model.text_encoder_ve import TextTransformer
 
-    names: List[str] = []
+    names: list[str] = []
     for prefix, module in model.named_modules():
         if not isinstance(module, TextTransformer):
             continue
@@ -590,13 +791,14 @@ def init_uninitialised_text_params(model: nn.Module) -> List[str]:
 
 
 @torch.no_grad()
-def move_caches_to(model: nn.Module, device: torch.device) -> int:
+def move_caches_to(model: nn.Module, device: torch.device | str) -> int:
     """Move sam3's precomputed caches, which ``model.to(device)`` does not see, onto ``device``.
 
     ``PositionEmbeddingSine.cache`` (``position_encoding.py:36-50``), the decoder's box-RPB coordinates
-    (``decoder.py:279-284``, ``coord_cache``) and the tracker's ``RoPEAttention.freqs_cis`` are plain
-    attributes holding tensors, created on CUDA (or, with the shims, on CPU) at construction. Left on the wrong device they break the first forward. Returns how many
-    tensors were moved.
+    (``decoder.py:279-284``, ``coord_cache``) and the tracker's ``RoPEAttention.freqs_cis`` are plain attributes
+    holding tensors, created on CUDA (or, with the shims, on the CPU) at construction; left on the wrong device they
+    break the first forward. ``sam/transformer.py:285`` also puts ``freqs_cis`` on CUDA whenever CUDA exists,
+    whatever the model's device. Returns how many tensors were moved.
     """
     from sam3.model.decoder import TransformerDecoder
     from sam3.model.position_encoding import PositionEmbeddingSine
@@ -616,7 +818,6 @@ def move_caches_to(model: nn.Module, device: torch.device) -> int:
             moved += 2 * len(cache)
             module.coord_cache = {k: tuple(t.to(device) for t in v) for k, v in cache.items()}
         elif isinstance(module, RoPEAttention):
-            # sam/transformer.py:285 puts freqs_cis on CUDA whenever CUDA exists, whatever the model's device
             for name in ('freqs_cis', 'freqs_cis_real', 'freqs_cis_imag'):
                 if isinstance(getattr(module, name, None), torch.Tensor):
                     setattr(module, name, getattr(module, name).to(device))

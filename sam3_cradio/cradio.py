@@ -15,20 +15,27 @@ from __future__ import annotations
 import logging
 import math
 import warnings
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Dict, FrozenSet, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any
 
+import timm
 import torch
 import torch.nn.functional as F
-from torch import nn
-import timm
 from timm.models._features import feature_take_indices
 from timm.models.naflexvit import batch_patchify
+from torch import nn
 
 from .adaptors import CRadioAdaptor, HeadSpec, RadioOutput, build_head, head_spec_from_state
 from .checkpoint import (
-    CheckpointError, HubFile, PathLike, RadioCheckpoint, check_keys, hub_download, read_radio_checkpoint,
+    CheckpointError,
+    HubFile,
+    PathLike,
+    RadioCheckpoint,
+    check_keys,
+    hub_download,
+    read_radio_checkpoint,
     save_radio_checkpoint,
 )
 
@@ -59,8 +66,8 @@ class TeacherSpec:
     type: str
     use_summary: bool
     token_slot: int
-    summary_head: Optional[HeadSpec] = None
-    feature_head: Optional[HeadSpec] = None
+    summary_head: HeadSpec | None = None
+    feature_head: HeadSpec | None = None
 
 
 @dataclass(frozen=True)
@@ -76,22 +83,22 @@ class CRadioArch:
     mlp_hidden_dim: int
     num_cls_tokens: int
     num_registers: int
-    summary_idxs: Tuple[int, ...]
-    teachers: Tuple[TeacherSpec, ...]
+    summary_idxs: tuple[int, ...]
+    teachers: tuple[TeacherSpec, ...]
     patch_size: int = 16
     pos_embed_grid: int = 128
     qkv_bias: bool = True
     layer_scale: bool = False
     final_norm: bool = False
-    input_mean: Tuple[float, float, float] = CRADIO_MEAN
-    input_std: Tuple[float, float, float] = CRADIO_STD
+    input_mean: tuple[float, float, float] = CRADIO_MEAN
+    input_std: tuple[float, float, float] = CRADIO_STD
     # ViTDet schedule: RADIO's `vitdet_num_global` / `vitdet_num_windowed` (None -> 4 global blocks)
-    vitdet_num_global: Optional[int] = None
-    vitdet_num_windowed: Optional[int] = None
-    max_resolution: Optional[int] = None
-    preferred_resolution: Optional[Tuple[int, int]] = None
+    vitdet_num_global: int | None = None
+    vitdet_num_windowed: int | None = None
+    max_resolution: int | None = None
+    preferred_resolution: tuple[int, int] | None = None
     # the checkpoint's training Namespace (as a dict), kept so a saved model round-trips
-    args: Optional[Dict[str, Any]] = field(default=None, compare=False, repr=False)
+    args: dict[str, Any] | None = field(default=None, compare=False, repr=False)
 
     @property
     def num_prefix_tokens(self) -> int:
@@ -115,11 +122,11 @@ class Release:
     arch: CRadioArch  # architecture numbers, for random-weight builds (benchmarks, tests)
     timm_name: str
     max_resolution: int = 2048
-    preferred_resolution: Tuple[int, int] = (512, 512)
+    preferred_resolution: tuple[int, int] = (512, 512)
     supports_vitdet: bool = True
 
 
-def _release_teachers(dim: int) -> Tuple[TeacherSpec, ...]:
+def _release_teachers(dim: int) -> tuple[TeacherSpec, ...]:
     # Head sizes of the released adaptors are read from the checkpoint when loading; these (teacher widths, and a
     # hidden width equal to the output width) only shape random-weight builds for benchmarks.
     def head(kind: str, out: int, inner: int = 1) -> HeadSpec:
@@ -142,7 +149,7 @@ def _release_arch(embed_dim: int, depth: int, mlp_hidden_dim: int) -> CRadioArch
     )
 
 
-RELEASES: Dict[str, Release] = {
+RELEASES: dict[str, Release] = {
     'c-radio_v4-h': Release(
         checkpoint=HubFile('nvidia/C-RADIOv4-H', 'c-radio_v4-h_half.pth.tar'),
         safetensors=HubFile('nvidia/C-RADIOv4-H', 'model.safetensors'),
@@ -171,11 +178,11 @@ def _test_arch() -> CRadioArch:
 
 
 # Architectures buildable with random weights by name: the releases, plus a tiny one for tests (timm's test_vit).
-VARIANTS: Dict[str, CRadioArch] = {name: release.arch for name, release in RELEASES.items()}
+VARIANTS: dict[str, CRadioArch] = {name: release.arch for name, release in RELEASES.items()}
 VARIANTS['cradio_test'] = _test_arch()
 
 
-def resolve_release_name(name: str) -> Optional[str]:
+def resolve_release_name(name: str) -> str | None:
     """'c-radio_v4-h', 'cradio_v4_h', 'C-RADIOv4-H' and 'nvidia/C-RADIOv4-H' all name the same release."""
     key = name.lower().replace('nvidia/', '').replace('-', '').replace('_', '')
     for release_name, release in RELEASES.items():
@@ -218,7 +225,7 @@ def _get(args: Mapping[str, Any], key: str, default: Any = None) -> Any:
     return default if value is None else value
 
 
-def arch_from_checkpoint(chk: RadioCheckpoint, release: Optional[Release] = None) -> CRadioArch:
+def arch_from_checkpoint(chk: RadioCheckpoint, release: Release | None = None) -> CRadioArch:
     """Derive the architecture from the checkpoint's args and tensor shapes (no per-model constants)."""
     sd, args = chk.state_dict, chk.args
 
@@ -265,7 +272,7 @@ def arch_from_checkpoint(chk: RadioCheckpoint, release: Optional[Release] = None
             f'{num_registers} registers')
 
     if cls_per_teacher:
-        first_index: Dict[str, int] = {}
+        first_index: dict[str, int] = {}
         for i, t in enumerate(teachers_cfg):
             if t.get('use_summary', True):
                 first_index.setdefault(t['name'], i)
@@ -315,12 +322,12 @@ def arch_from_checkpoint(chk: RadioCheckpoint, release: Optional[Release] = None
     )
 
 
-def _teacher_head_prefixes(prefix: str, name: str, index: int) -> Tuple[str, str]:
+def _teacher_head_prefixes(prefix: str, name: str, index: int) -> tuple[str, str]:
     # RADIO stores heads under the teacher's name (released files) or, in older files, its index.
     return f'{prefix}.{name}.', f'{prefix}.{index}.'
 
 
-def _strip_teacher_prefix(sd: Mapping[str, torch.Tensor], prefix: str, name: str, index: int) -> Dict[str, torch.Tensor]:
+def _strip_teacher_prefix(sd: Mapping[str, torch.Tensor], prefix: str, name: str, index: int) -> dict[str, torch.Tensor]:
     for p in _teacher_head_prefixes(prefix, name, index):
         state = {k[len(p):]: v for k, v in sd.items() if k.startswith(p)}
         if state:
@@ -332,7 +339,7 @@ def _strip_teacher_prefix(sd: Mapping[str, torch.Tensor], prefix: str, name: str
 # ViTDet helpers
 # --------------------------------------------------------------------------------------------------------------
 
-def global_block_indexes(depth: int, num_global: Optional[int] = None, num_windowed: Optional[int] = None) -> Tuple[int, ...]:
+def global_block_indexes(depth: int, num_global: int | None = None, num_windowed: int | None = None) -> tuple[int, ...]:
     """Blocks that keep global attention in ViTDet mode, chosen as NVIDIA's ``radio/vitdet.py`` does.
 
     Blocks run in periods of ``num_windowed + 1`` (else ``depth // num_global``, 4 global blocks by default); the
@@ -346,12 +353,12 @@ def global_block_indexes(depth: int, num_global: Optional[int] = None, num_windo
     return tuple(i for i in range(depth) if (i + 1) % period == 0 or i == depth - 1)
 
 
-def nearest_supported_resolution(height: int, width: int, step: int) -> Tuple[int, int]:
+def nearest_supported_resolution(height: int, width: int, step: int) -> tuple[int, int]:
     """Round each side to the nearest multiple of ``step`` (ties to even, as RADIO's Python ``round``), min one step."""
     return tuple(max(int(round(s / step)) * step, step) for s in (height, width))
 
 
-def window_partition(x: torch.Tensor, grid_size: Tuple[int, int], window: int) -> torch.Tensor:
+def window_partition(x: torch.Tensor, grid_size: tuple[int, int], window: int) -> torch.Tensor:
     """(B, h*w, C) row-major patch tokens -> (B * num_windows, window**2, C), windows row-major."""
     B, _, C = x.shape
     h, w = grid_size
@@ -359,7 +366,7 @@ def window_partition(x: torch.Tensor, grid_size: Tuple[int, int], window: int) -
     return x.reshape(-1, window * window, C)
 
 
-def window_unpartition(x: torch.Tensor, grid_size: Tuple[int, int], window: int) -> torch.Tensor:
+def window_unpartition(x: torch.Tensor, grid_size: tuple[int, int], window: int) -> torch.Tensor:
     """Inverse of :func:`window_partition`: (B * num_windows, window**2, C) -> (B, h*w, C) row-major."""
     h, w = grid_size
     C = x.shape[-1]
@@ -367,7 +374,7 @@ def window_unpartition(x: torch.Tensor, grid_size: Tuple[int, int], window: int)
     return x.reshape(-1, h * w, C)
 
 
-def _to_format(tokens: torch.Tensor, grid_size: Tuple[int, int], fmt: str) -> torch.Tensor:
+def _to_format(tokens: torch.Tensor, grid_size: tuple[int, int], fmt: str) -> torch.Tensor:
     if fmt == 'NLC':
         return tokens
     if fmt == 'NCHW':
@@ -437,7 +444,7 @@ class CRadioEncoder(nn.Module):
             self,
             arch: CRadioArch,
             adaptor_names: Sequence[str] = (),
-            window_size: Optional[int] = None,
+            window_size: int | None = None,
     ) -> None:
         super().__init__()
         self.arch = arch
@@ -453,9 +460,9 @@ class CRadioEncoder(nn.Module):
                     f'carries the backbone only; load the released .pth.tar to use adaptors.')
             self.adaptors[name] = CRadioAdaptor(
                 build_head(spec.summary_head), build_head(spec.feature_head), spec.token_slot)
-        self._pos_cache: Optional[Tuple[Tuple[Any, ...], torch.Tensor]] = None  # see pos_embed
-        self.window_size: Optional[int] = None
-        self.global_blocks: FrozenSet[int] = frozenset(range(arch.depth))
+        self._pos_cache: tuple[tuple[Any, ...], torch.Tensor] | None = None  # see pos_embed
+        self.window_size: int | None = None
+        self.global_blocks: frozenset[int] = frozenset(range(arch.depth))
         self.set_window_size(window_size)
 
     # ---- properties ------------------------------------------------------------------------------------------
@@ -477,7 +484,7 @@ class CRadioEncoder(nn.Module):
         return self.arch.num_cls_tokens
 
     @property
-    def summary_idxs(self) -> Tuple[int, ...]:
+    def summary_idxs(self) -> tuple[int, ...]:
         return self.arch.summary_idxs
 
     @property
@@ -490,18 +497,18 @@ class CRadioEncoder(nn.Module):
         return self.patch_size * (self.window_size or 1)
 
     @property
-    def max_resolution(self) -> Optional[int]:
+    def max_resolution(self) -> int | None:
         return self.arch.max_resolution
 
     @property
-    def preferred_resolution(self) -> Optional[Tuple[int, int]]:
+    def preferred_resolution(self) -> tuple[int, int] | None:
         return self.arch.preferred_resolution
 
     @property
-    def adaptor_names(self) -> List[str]:
+    def adaptor_names(self) -> list[str]:
         return list(self.adaptors.keys())
 
-    def set_window_size(self, window_size: Optional[int]) -> None:
+    def set_window_size(self, window_size: int | None) -> None:
         """Switch between global attention (None) and ViTDet windows of ``window_size`` x ``window_size`` patches."""
         if window_size is not None:
             if isinstance(window_size, bool) or not isinstance(window_size, int) or window_size < 1:
@@ -517,12 +524,12 @@ class CRadioEncoder(nn.Module):
         self.window_size = window_size
         self.global_blocks = frozenset(global_blocks)
 
-    def nearest_supported_resolution(self, height: int, width: int) -> Tuple[int, int]:
+    def nearest_supported_resolution(self, height: int, width: int) -> tuple[int, int]:
         """The (height, width) closest to the given one that this encoder accepts."""
         return nearest_supported_resolution(height, width, self.min_resolution_step)
 
     # ---- forward ---------------------------------------------------------------------------------------------
-    def _check_input(self, x: torch.Tensor) -> Tuple[int, int]:
+    def _check_input(self, x: torch.Tensor) -> tuple[int, int]:
         if x.ndim != 4 or x.shape[1] != 3:
             raise ValueError(f'expected an RGB batch (B, 3, H, W) with values in [0, 1], got shape {tuple(x.shape)}')
         h, w = x.shape[-2:]
@@ -535,7 +542,7 @@ class CRadioEncoder(nn.Module):
                 f'resize to the nearest supported resolution {nh}x{nw} (see nearest_supported_resolution)')
         return h // self.patch_size, w // self.patch_size
 
-    def pos_embed(self, grid_size: Tuple[int, int]) -> torch.Tensor:
+    def pos_embed(self, grid_size: tuple[int, int]) -> torch.Tensor:
         """(1, h*w, D) position embedding for an h x w patch grid (RADIO's CPE: resize square, then crop).
 
         The learned table is resized to ``max(h, w)`` squared and cropped to the grid, with timm's interpolation
@@ -565,7 +572,7 @@ class CRadioEncoder(nn.Module):
             self._pos_cache = (key, pos)
         return pos
 
-    def _embed(self, x: torch.Tensor) -> Tuple[torch.Tensor, Tuple[int, int]]:
+    def _embed(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
         """Input conditioner, patch embedding, position embedding and prefix tokens: (B, P + h*w, D)."""
         grid_size = self._check_input(x)
         emb = self.model.embeds
@@ -580,10 +587,10 @@ class CRadioEncoder(nn.Module):
     def _run_blocks(
             self,
             x: torch.Tensor,
-            grid_size: Tuple[int, int],
+            grid_size: tuple[int, int],
             take: Sequence[int] = (),
-            last: Optional[int] = None,
-    ) -> Tuple[torch.Tensor, List[torch.Tensor]]:
+            last: int | None = None,
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Run blocks 0..last on (B, P + h*w, D) tokens; return the output and the outputs of blocks in ``take``.
 
         In windowed blocks the P prefix tokens sit out: they are set aside when a run of windowed blocks starts and
@@ -591,7 +598,7 @@ class CRadioEncoder(nn.Module):
         """
         P, W = self.num_summary_tokens, self.window_size
         blocks = self.model.blocks if last is None else self.model.blocks[:last + 1]
-        prefix: Optional[torch.Tensor] = None  # not None while tokens are split into windows
+        prefix: torch.Tensor | None = None  # not None while tokens are split into windows
         intermediates = []
         for i, block in enumerate(blocks):
             windowed = i not in self.global_blocks
@@ -611,7 +618,7 @@ class CRadioEncoder(nn.Module):
     def _summary(self, tokens: torch.Tensor) -> torch.Tensor:
         return tokens[:, list(self.summary_idxs)].flatten(1)
 
-    def _outputs(self, tokens: torch.Tensor, grid_size: Tuple[int, int], fmt: str) -> Dict[str, RadioOutput]:
+    def _outputs(self, tokens: torch.Tensor, grid_size: tuple[int, int], fmt: str) -> dict[str, RadioOutput]:
         P = self.num_summary_tokens
         prefix, features = tokens[:, :P], tokens[:, P:]
         out = {'backbone': RadioOutput(self._summary(tokens), _to_format(features, grid_size, fmt))}
@@ -621,13 +628,13 @@ class CRadioEncoder(nn.Module):
             out[name] = RadioOutput(summary, _to_format(feats, (grid_size[0] * u, grid_size[1] * u), fmt))
         return out
 
-    def forward_features(self, x: torch.Tensor) -> Tuple[torch.Tensor, Tuple[int, int]]:
+    def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
         """(B, 3, H, W) in [0, 1] -> final tokens (B, P + h*w, D) in row-major patch order, and (h, w)."""
         tokens, grid_size = self._embed(x)
         tokens, _ = self._run_blocks(tokens, grid_size)
         return self.model.norm(tokens), grid_size
 
-    def forward(self, x: torch.Tensor, feature_fmt: str = 'NLC') -> Dict[str, RadioOutput]:
+    def forward(self, x: torch.Tensor, feature_fmt: str = 'NLC') -> dict[str, RadioOutput]:
         tokens, grid_size = self.forward_features(x)
         return self._outputs(tokens, grid_size, feature_fmt)
 
@@ -645,11 +652,11 @@ class CRadioEncoder(nn.Module):
     def forward_intermediates(
             self,
             x: torch.Tensor,
-            indices: Optional[Union[int, Sequence[int]]] = None,
+            indices: int | Sequence[int] | None = None,
             output_fmt: str = 'NCHW',
             norm: bool = False,
             intermediates_only: bool = False,
-    ) -> Union[List[RadioOutput], Tuple[Dict[str, RadioOutput], List[RadioOutput]]]:
+    ) -> list[RadioOutput] | tuple[dict[str, RadioOutput], list[RadioOutput]]:
         """Outputs of selected blocks, correct in ViTDet mode too (patch tokens back in row-major order).
 
         Args:
@@ -685,12 +692,12 @@ def checkpoint_filter_fn(
         state_dict: Mapping[str, torch.Tensor],
         arch: CRadioArch,
         adaptor_names: Sequence[str] = (),
-) -> Tuple[Dict[str, torch.Tensor], List[str]]:
+) -> tuple[dict[str, torch.Tensor], list[str]]:
     """Map RADIO keys to :class:`CRadioEncoder` keys. Returns the mapped dict and the RADIO keys left unused
     (heads of teachers that were not asked for); a key that belongs nowhere raises."""
-    out: Dict[str, torch.Tensor] = {}
-    unused: List[str] = []
-    unknown: List[str] = []
+    out: dict[str, torch.Tensor] = {}
+    unused: list[str] = []
+    unknown: list[str] = []
     head_prefixes = {}
     for i, t in enumerate(arch.teachers):
         for src, dst in (('_heads', 'summary_head'), ('_feature_projections', 'feature_head')):
@@ -733,9 +740,9 @@ def checkpoint_filter_fn(
     return out, unused
 
 
-def encoder_state_to_radio(model: CRadioEncoder) -> Dict[str, torch.Tensor]:
+def encoder_state_to_radio(model: CRadioEncoder) -> dict[str, torch.Tensor]:
     """The inverse of :func:`checkpoint_filter_fn`: this model's weights under NVIDIA's released key names."""
-    out: Dict[str, torch.Tensor] = {}
+    out: dict[str, torch.Tensor] = {}
     sd = model.state_dict()
     for k, v in sd.items():
         if k == 'model.embeds.proj.weight':
@@ -762,13 +769,13 @@ def encoder_state_to_radio(model: CRadioEncoder) -> Dict[str, torch.Tensor]:
     return out
 
 
-def args_from_arch(arch: CRadioArch) -> Dict[str, Any]:
+def args_from_arch(arch: CRadioArch) -> dict[str, Any]:
     """A RADIO training Namespace (as a dict) describing ``arch``; the checkpoint's own args when it has them."""
     if arch.args is not None:
         return dict(arch.args)
     teachers = []
     for t in arch.teachers:
-        conf: Dict[str, Any] = {'name': t.name, 'type': t.type, 'use_summary': t.use_summary}
+        conf: dict[str, Any] = {'name': t.name, 'type': t.type, 'use_summary': t.use_summary}
         if t.feature_head is not None:
             conf['spatial_mlp_version'] = t.feature_head.type
             if t.feature_head.upsample_factor > 1:
@@ -807,7 +814,7 @@ def save_cradio(model: CRadioEncoder, path: PathLike, half: bool = True) -> None
 # Entry points
 # --------------------------------------------------------------------------------------------------------------
 
-def _resolve_source(source: PathLike, prefer_safetensors: bool) -> Tuple[Path, Optional[Release]]:
+def _resolve_source(source: PathLike, prefer_safetensors: bool) -> tuple[Path, Release | None]:
     name = resolve_release_name(str(source))
     if name is not None and not Path(source).exists():
         release = RELEASES[name]
@@ -826,9 +833,9 @@ def _resolve_source(source: PathLike, prefer_safetensors: bool) -> Tuple[Path, O
 
 def load_cradio(
         source: PathLike,
-        adaptor_names: Optional[Sequence[str]] = None,
-        window_size: Optional[int] = None,
-        device: Union[str, torch.device, None] = None,
+        adaptor_names: Sequence[str] | None = None,
+        window_size: int | None = None,
+        device: str | torch.device | None = None,
         dtype: torch.dtype = torch.float32,
         prefer_safetensors: bool = False,
 ) -> CRadioEncoder:
@@ -873,9 +880,9 @@ def load_cradio(
 def create_cradio(
         variant: str = 'c-radio_v4-h',
         adaptor_names: Sequence[str] = ('sam3',),
-        window_size: Optional[int] = None,
-        arch: Optional[CRadioArch] = None,
-        device: Union[str, torch.device, None] = None,
+        window_size: int | None = None,
+        arch: CRadioArch | None = None,
+        device: str | torch.device | None = None,
         **arch_overrides: Any,
 ) -> CRadioEncoder:
     """Build a C-RADIO encoder with random weights from a release's architecture numbers (benchmarks, tests).

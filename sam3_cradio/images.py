@@ -1,14 +1,21 @@
 """Image input: any common file or array -> 8-bit RGB, and RGB -> the encoder's (B, 3, H, W) float tensor.
 
-Odd inputs get a defined behaviour instead of a crash: grayscale is replicated to RGB, alpha is dropped (the
-encoders never saw transparency), 16-bit and float images are rescaled from their full range to 8 bits, palette
-and CMYK images are converted. Anything PIL cannot read raises a ValueError naming the file.
+Odd inputs get one documented rule (the README's "Inputs" section) in the API, the CLI and the demo alike:
+grayscale is replicated to RGB, alpha is dropped (the encoders never saw transparency), palette and CMYK images
+are converted, animated images use their first frame (with a warning). Pixel values, by dtype:
+
+* ``uint8``: as is; ``bool``: False -> 0, True -> 255;
+* ``uint16`` (and 16-bit image files): the full 0..65535 range maps to 0..255;
+* floats: values in [0, 1]; anything outside (a [0, 255] float image, say) is refused, not clipped;
+* other integer types: values in 0..255, taken as 8-bit; anything outside is refused.
+
+What the rule cannot read unambiguously raises a ValueError that states the rule; so does anything PIL cannot read.
 """
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
-from typing import Tuple, Union
 
 import numpy as np
 import torch
@@ -17,7 +24,11 @@ from PIL import Image, UnidentifiedImageError
 
 __all__ = ['ImageLike', 'load_image', 'to_rgb_array', 'image_to_tensor']
 
-ImageLike = Union[str, os.PathLike, Image.Image, np.ndarray]
+ImageLike = str | os.PathLike | Image.Image | np.ndarray
+
+
+# Float round-off just outside [0, 1] (e.g. 1.0000001 after a resize) is not a different convention.
+_FLOAT_SLACK = 1e-3
 
 
 def _array_to_uint8(a: np.ndarray) -> np.ndarray:
@@ -25,17 +36,35 @@ def _array_to_uint8(a: np.ndarray) -> np.ndarray:
         return a
     if a.dtype == np.bool_:
         return a.astype(np.uint8) * 255
+    if a.dtype == np.uint16:
+        return np.round(a.astype(np.float64) / 257.0).astype(np.uint8)
     if np.issubdtype(a.dtype, np.integer):
-        info = np.iinfo(a.dtype)
-        if info.min < 0:
-            a = a.astype(np.float64) - info.min
-        return np.round(a.astype(np.float64) * 255.0 / (info.max - min(info.min, 0))).astype(np.uint8)
+        lo, hi = int(a.min()), int(a.max())
+        if lo < 0 or hi > 255:
+            raise ValueError(
+                f'{a.dtype} image with values {lo}..{hi}: integer images other than uint8/uint16 must hold 8-bit '
+                f'values (0..255). Pass 16-bit data as uint16, or scale it to uint8 yourself')
+        return a.astype(np.uint8)
     if np.issubdtype(a.dtype, np.floating):
         if not np.isfinite(a).all():
             raise ValueError('the image holds NaN or infinite values')
-        # float images are taken as [0, 1] (the usual convention), clipped
+        lo, hi = float(a.min()), float(a.max())
+        if lo < -_FLOAT_SLACK or hi > 1 + _FLOAT_SLACK:
+            hint = ' (it looks like 0..255 data: pass image.astype(np.uint8), or divide by 255)' if hi <= 255 else ''
+            raise ValueError(f'float image with values {lo:g}..{hi:g}: float images must hold values in [0, 1]{hint}')
         return np.round(np.clip(a, 0.0, 1.0) * 255.0).astype(np.uint8)
-    raise ValueError(f'unsupported image dtype {a.dtype}')
+    raise ValueError(f'unsupported image dtype {a.dtype}: use uint8, uint16, bool or float in [0, 1]')
+
+
+def _pil_to_array(image: Image.Image) -> np.ndarray:
+    """16/32-bit PIL modes as arrays the dtype rule reads (PIL's own RGB conversion would clip them)."""
+    a = np.asarray(image)
+    if image.mode.startswith('I'):
+        lo, hi = int(a.min()), int(a.max())
+        if lo < 0 or hi > 65535:
+            raise ValueError(f'32-bit integer image with values {lo}..{hi}: only 8- and 16-bit images can be read')
+        return a.astype(np.uint16)  # 16-bit files open as 'I;16' or, in some PIL versions, as 'I'
+    return a  # 'F': the float rule
 
 
 def to_rgb_array(image: ImageLike) -> np.ndarray:
@@ -46,6 +75,8 @@ def to_rgb_array(image: ImageLike) -> np.ndarray:
             raise FileNotFoundError(f'image {str(path)!r} does not exist')
         try:
             with Image.open(path) as im:
+                if getattr(im, 'n_frames', 1) > 1:
+                    warnings.warn(f'{path.name} has {im.n_frames} frames; using the first', stacklevel=2)
                 im.load()
                 image = im.copy()
         except (UnidentifiedImageError, OSError, SyntaxError) as e:
@@ -54,7 +85,7 @@ def to_rgb_array(image: ImageLike) -> np.ndarray:
             raise ValueError(f'{path} is too large to decode safely: {e}') from None
     if isinstance(image, Image.Image):
         if image.mode in ('I;16', 'I;16B', 'I;16L', 'I', 'F'):
-            image = np.asarray(image)  # 16/32-bit: rescale from the full range below, PIL would clip
+            image = _pil_to_array(image)
         else:
             return np.asarray(image.convert('RGB'))
     if not isinstance(image, np.ndarray):
@@ -76,7 +107,7 @@ def load_image(image: ImageLike) -> Image.Image:
     return Image.fromarray(to_rgb_array(image))
 
 
-def image_to_tensor(image: ImageLike, size: Tuple[int, int]) -> torch.Tensor:
+def image_to_tensor(image: ImageLike, size: tuple[int, int]) -> torch.Tensor:
     """Resize straight to ``size`` (H, W) (bilinear, antialiased) -> (1, 3, H, W) float32 RGB in [0, 1]."""
     a = to_rgb_array(image)
     x = torch.from_numpy(a.copy()).permute(2, 0, 1)[None].float().div_(255.0)

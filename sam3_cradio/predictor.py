@@ -13,14 +13,18 @@ and a box with no area inside the image is an error; points must lie inside the 
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from .images import ImageLike, load_image
+
+if TYPE_CHECKING:
+    import supervision as sv
 
 __all__ = ['Sam3Result', 'ImageFeatures', 'Sam3ImagePredictor', 'check_box', 'check_points', 'check_text', 'masks_to_boxes']
 
@@ -35,36 +39,84 @@ class Sam3Result:
         scores: (N,) float32 in [0, 1].
         labels: N prompt strings (the text that found each detection; 'visual' for box-only, 'point' for clicks).
         timings: seconds spent per stage, e.g. {'encoder': 1.2, 'decoder': 0.1}.
+
+    :meth:`to_detections` gives the same detections as ``supervision.Detections`` (drawing, filtering, merging,
+    export) and :meth:`from_detections` comes back.
     """
     masks: np.ndarray
     boxes: np.ndarray
     scores: np.ndarray
-    labels: List[str] = field(default_factory=list)
-    timings: Dict[str, float] = field(default_factory=dict)
+    labels: list[str] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.scores)
 
-    @classmethod
-    def empty(cls, height: int, width: int) -> 'Sam3Result':
-        return cls(np.zeros((0, height, width), bool), np.zeros((0, 4), np.float32), np.zeros((0,), np.float32))
+    def to_detections(self) -> sv.Detections:
+        """The detections as ``supervision.Detections``.
+
+        ``xyxy`` = boxes, ``mask`` = masks, ``confidence`` = scores, ``class_id`` = the index of each detection's
+        label among this result's distinct labels (in order of first appearance), ``data['class_name']`` = labels.
+        """
+        import supervision as sv
+
+        n = len(self)
+        if len(self.labels) != n:
+            raise ValueError(f'this Sam3Result has {n} detections but {len(self.labels)} labels; give one label each')
+        names = list(dict.fromkeys(self.labels))
+        return sv.Detections(
+            xyxy=np.asarray(self.boxes, dtype=np.float32).reshape(n, 4),
+            mask=np.asarray(self.masks, dtype=bool),
+            confidence=np.asarray(self.scores, dtype=np.float32).reshape(n),
+            class_id=np.array([names.index(lab) for lab in self.labels], dtype=int),
+            data={'class_name': np.array(self.labels, dtype=str)},
+        )
 
     @classmethod
-    def merge(cls, results: Sequence['Sam3Result'], height: int, width: int) -> 'Sam3Result':
-        if not results:
-            return cls.empty(height, width)
-        out = cls(np.concatenate([r.masks for r in results]), np.concatenate([r.boxes for r in results]),
-                  np.concatenate([r.scores for r in results]), [lab for r in results for lab in r.labels])
-        for r in results:  # one encoder pass shared by all results; decoder passes add up
+    def from_detections(cls, detections: sv.Detections, image_size: tuple[int, int] | None = None,
+                        timings: dict[str, float] | None = None) -> Sam3Result:
+        """A result from ``supervision.Detections`` that carry masks.
+
+        Labels come from ``data['class_name']``, else the class ids as strings, else 'object'; scores from
+        ``confidence`` (1.0 where there is none). ``image_size`` (H, W) gives the mask size of an empty result
+        whose detections have no masks (``Detections.empty()``, ``Detections.merge`` of empty ones).
+        """
+        n = len(detections)
+        if detections.mask is not None:
+            masks = np.asarray(detections.mask, dtype=bool)
+        elif n == 0 and image_size is not None:
+            masks = np.zeros((0, *image_size), bool)
+        else:
+            raise ValueError('Sam3Result needs masks, and these detections have none; give detections with '
+                             'masks (or image_size for an empty result)')
+        if 'class_name' in detections.data:
+            labels = [str(x) for x in detections.data['class_name']]
+        elif detections.class_id is not None:
+            labels = [str(int(c)) for c in detections.class_id]
+        else:
+            labels = ['object'] * n
+        scores = np.ones(n, np.float32) if detections.confidence is None else detections.confidence
+        return cls(masks, np.asarray(detections.xyxy, dtype=np.float32).reshape(n, 4),
+                   np.asarray(scores, dtype=np.float32).reshape(n), labels, dict(timings or {}))
+
+    @classmethod
+    def merge(cls, results: Sequence[Sam3Result], height: int, width: int) -> Sam3Result:
+        """All detections of ``results`` in one result (``supervision.Detections.merge``), e.g. several phrases on
+        one image; an empty list gives an empty (0, height, width) result. The encoder ran once for all of them,
+        so its time is the largest; the decoders' times add up."""
+        import supervision as sv
+
+        timings: dict[str, float] = {}
+        for r in results:
             for k, v in r.timings.items():
-                out.timings[k] = max(out.timings.get(k, 0.0), v) if k == 'encoder' else out.timings.get(k, 0.0) + v
-        return out
+                timings[k] = max(timings.get(k, 0.0), v) if k == 'encoder' else timings.get(k, 0.0) + v
+        merged = sv.Detections.merge([r.to_detections() for r in results])
+        return cls.from_detections(merged, (height, width), timings)
 
-    def filter(self, min_score: float) -> 'Sam3Result':
-        """Detections scoring at least ``min_score`` (no model call)."""
-        keep = self.scores >= min_score
-        return Sam3Result(self.masks[keep], self.boxes[keep], self.scores[keep],
-                          [lab for lab, k in zip(self.labels, keep) if k], dict(self.timings))
+    def filter(self, min_score: float) -> Sam3Result:
+        """Detections scoring at least ``min_score`` (no model call), selected through ``supervision.Detections``."""
+        d = self.to_detections()
+        return Sam3Result.from_detections(d[d.confidence >= min_score], self.masks.shape[1:], self.timings)
 
 
 def check_text(text: str) -> str:
@@ -122,7 +174,7 @@ def masks_to_boxes(masks: np.ndarray) -> np.ndarray:
 class ImageFeatures:
     """An encoded image, reusable across predictors of the same model (e.g. a per-image cache in a server)."""
     backbone_out: dict
-    original_size: Tuple[int, int]
+    original_size: tuple[int, int]
     encoder_seconds: float
 
 
@@ -142,7 +194,7 @@ class Sam3ImagePredictor:
         self._autocast = autocast and self.device.type == 'cuda'
         self.processor = Sam3Processor(model, resolution=self.image_size, device=str(self.device),
                                        confidence_threshold=confidence_threshold)
-        self._state: Optional[dict] = None
+        self._state: dict | None = None
         self._hw = (0, 0)
         self.encoder_seconds = 0.0
 
@@ -159,7 +211,7 @@ class Sam3ImagePredictor:
             raise ValueError(f'confidence_threshold must be in [0, 1], got {value}')
         self.processor.confidence_threshold = float(value)
 
-    def set_image(self, image: ImageLike) -> 'Sam3ImagePredictor':
+    def set_image(self, image: ImageLike) -> Sam3ImagePredictor:
         """Encode an image (path, PIL, or array; grayscale, RGBA and 16-bit are converted to 8-bit RGB).
 
         It is resized once, straight to the backbone's resolution (1152 px for C-RADIOv4, 1008 for PE).
@@ -174,7 +226,7 @@ class Sam3ImagePredictor:
         return self
 
     @property
-    def original_size(self) -> Tuple[int, int]:
+    def original_size(self) -> tuple[int, int]:
         """(H, W) of the image set last."""
         return self._hw
 
@@ -183,7 +235,7 @@ class Sam3ImagePredictor:
         state = self._require_image()
         return ImageFeatures(dict(state['backbone_out']), self._hw, self.encoder_seconds)
 
-    def set_features(self, features: ImageFeatures) -> 'Sam3ImagePredictor':
+    def set_features(self, features: ImageFeatures) -> Sam3ImagePredictor:
         """Use an image encoded earlier by :meth:`features`. Prompts add and drop top-level entries of
         ``backbone_out`` (the text features) but never change its tensors, so a shallow copy keeps users apart."""
         h, w = features.original_size
@@ -210,7 +262,7 @@ class Sam3ImagePredictor:
         return Sam3Result(masks.astype(bool), boxes, scores.astype(np.float32), [label] * len(scores),
                           {'encoder': self.encoder_seconds, 'decoder': seconds})
 
-    def predict_text(self, prompts: Union[str, Sequence[str]]) -> Sam3Result:
+    def predict_text(self, prompts: str | Sequence[str]) -> Sam3Result:
         """Segment every instance of each noun phrase; a string may hold several, comma-separated."""
         state = self._require_image()
         if isinstance(prompts, str):
@@ -229,8 +281,8 @@ class Sam3ImagePredictor:
     def predict_boxes(
             self,
             boxes: Sequence[Sequence[float]],
-            labels: Optional[Sequence[bool]] = None,
-            text: Optional[str] = None,
+            labels: Sequence[bool] | None = None,
+            text: str | None = None,
     ) -> Sam3Result:
         """Exemplar boxes (xyxy pixels; label True = positive, False = negative), optionally with a text prompt:
         SAM3 segments every instance like the positive boxes."""
@@ -256,9 +308,9 @@ class Sam3ImagePredictor:
 
     def predict_points(
             self,
-            points: Optional[Sequence[Sequence[float]]] = None,
-            labels: Optional[Sequence[int]] = None,
-            box: Optional[Sequence[float]] = None,
+            points: Sequence[Sequence[float]] | None = None,
+            labels: Sequence[int] | None = None,
+            box: Sequence[float] | None = None,
             multimask_output: bool = True,
     ) -> Sam3Result:
         """SAM-style interactive segmentation of one object from clicks (x, y pixels; label 1 positive,

@@ -18,7 +18,7 @@ Window values, everywhere in the package:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, Union
+from typing import Literal
 
 __all__ = [
     'GLOBAL', 'Window', 'Backbone', 'ModelSpec', 'BACKBONES', 'register_backbone', 'get_backbone', 'list_backbones',
@@ -27,7 +27,7 @@ __all__ = [
 
 GLOBAL = 'global'
 # An explicit window choice: 'global' or a ViTDet window in tokens.
-Window = Union[int, Literal['global']]
+Window = int | Literal['global']
 
 
 @dataclass(frozen=True)

@@ -6,12 +6,10 @@ normalisation is converted to C-RADIO's. No resizing, autocast or grad policy he
 """
 from __future__ import annotations
 
-from typing import List, Optional
-
 import torch
 from torch import nn
 
-from .cradio import CRadioEncoder, VARIANTS, create_cradio, load_cradio, resolve_release_name
+from .cradio import VARIANTS, CRadioEncoder, create_cradio, load_cradio, resolve_release_name
 
 __all__ = ['CRadioTrunk', 'create_cradio_trunk']
 
@@ -34,13 +32,13 @@ class CRadioTrunk(nn.Module):
                 f'adaptor {adaptor!r} upsamples its features x{head.upsample_factor}; SAM3 needs one token per patch')
         self.encoder = encoder
         self.adaptor = adaptor
-        self.channel_list: List[int] = [head.out_dim]
+        self.channel_list: list[int] = [head.out_dim]
 
     @property
     def patch_size(self) -> int:
         return self.encoder.patch_size
 
-    def forward(self, x: torch.Tensor) -> List[torch.Tensor]:
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         # SAM3 normalises RGB p in [0, 1] as (p - 0.5) / 0.5; invert exactly to hand C-RADIO its own [0, 1] input,
         # which its input conditioner then normalises with the checkpoint's mean and std.
         rgb = x * 0.5 + 0.5
@@ -49,8 +47,8 @@ class CRadioTrunk(nn.Module):
 
 def create_cradio_trunk(
         variant: str,
-        checkpoint: Optional[str] = None,
-        window_size: Optional[int] = None,
+        checkpoint: str | None = None,
+        window_size: int | None = None,
         adaptor: str = 'sam3',
         pretrained: bool = True,
 ) -> CRadioTrunk:

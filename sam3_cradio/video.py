@@ -9,11 +9,17 @@
     for r in predictor.propagate('both'):             # VideoFrameResult per frame
         print(r.frame_idx, r.obj_ids, r.masks.shape, r.boxes)
 
+    predictor.reset()
+    predictor.add_mask(0, 1, first_frame_mask)        # semi-supervised: an (H, W) bool mask prompts object 1
+    for r in predictor.propagate():
+        ...
+
 The model is sam3's ``Sam3VideoInferenceWithInstanceInteractivity`` as built by ``build_sam3(..., mode='video')``
 (detector + SAM2-style tracker, unchanged); this module only converts inputs and outputs and steers sam3's
 propagation. Rules (checked before any model call):
 
-- Coordinates are pixels of the original video frame: boxes ``[x0, y0, x1, y1]``, points ``(x, y)``.
+- Coordinates are pixels of the original video frame: boxes ``[x0, y0, x1, y1]``, points ``(x, y)``; masks are
+  (H, W) booleans at the video's resolution.
 - A box partly outside the frame is clipped to it; a box with zero area, or none inside the frame, is an error.
   Points must lie inside the frame (0 <= x <= W, 0 <= y <= H).
 - Text prompts are global (SAM3 semantics): ``add_text`` starts over, dropping every object and prompt added
@@ -21,42 +27,54 @@ propagation. Rules (checked before any model call):
 - ``add_box`` / ``add_points`` create (``obj_id=None``: a new id) or refine one object in the tracker, like SAM2's
   ``add_new_points_or_box``. On the same frame and object, points accumulate and a new box replaces the old one
   (``clear=True`` starts that frame's prompts for the object afresh).
+- ``add_mask`` is SAM2's ``add_new_mask``: sam3's video model takes no mask prompts, so a session of mask prompts
+  runs sam3's tracker alone, the way SAM2's video predictor and its VOS evaluation do (one tracker state for every
+  object, features from the shared backbone's SAM2 neck). Masks do not mix with text, box or point prompts in one
+  session (``reset()`` between them), and every object's mask comes before the first ``propagate``.
 - Results: masks (N, H, W) bool at the original resolution, boxes (N, 4) float32 xyxy pixels
   (``[min x, min y, max x + 1, max y + 1]`` of the mask, so inside ``[0, W] x [0, H]``), scores (N,) float32
-  (the detection score; 1.0 for objects from clicks/boxes), obj_ids (N,) int64. Objects whose mask is empty on a
-  frame are left out of that frame, as sam3 does.
+  (the detection score; 1.0 for objects from clicks, boxes and masks), obj_ids (N,) int64. Objects whose mask is
+  empty on a frame are left out of that frame, as sam3 does.
 
-Memory: like sam3, every frame is kept resized to the model's square input (``image_size``) in RAM (float16);
-the original-resolution frames are not kept.
+Memory: ``open`` only checks the frames. sam3's session (made on the first text, box or point prompt) keeps every
+frame resized to the model's square input (``image_size``) in RAM (float16), like sam3; a mask session reads the
+frames again when the tracker needs them and keeps the features of the last two (a video file is decoded once
+into RAM for it, since it cannot be read by frame index).
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
-import re
 import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Set, Tuple, Union
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from PIL import Image
 
+from . import compat
+from .files import IMAGE_EXTS, list_image_files
 from .images import to_rgb_array
 from .predictor import check_box, check_points, check_text, masks_to_boxes
 
+if TYPE_CHECKING:
+    import supervision as sv
+
 __all__ = [
     'Sam3VideoPredictor', 'VideoFrameResult', 'TrackSummary', 'VideoInfo', 'VideoNotOpenError', 'VideoLike',
-    'IMAGE_EXTS', 'list_frame_files', 'iter_video_frames', 'probe_video', 'masks_to_boxes', 'track_video',
+    'list_frame_files', 'iter_video_frames', 'probe_video', 'masks_to_boxes', 'track_video',
 ]
 
 _logger = logging.getLogger(__name__)
 
-IMAGE_EXTS = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp')
 DIRECTIONS = ('forward', 'backward', 'both')
 
-VideoLike = Union[str, os.PathLike, Sequence[Any], np.ndarray]
+VideoLike = str | os.PathLike | Sequence[Any] | np.ndarray
 
 
 class VideoNotOpenError(RuntimeError, ValueError):
@@ -68,13 +86,8 @@ class VideoNotOpenError(RuntimeError, ValueError):
 # Reading videos
 # --------------------------------------------------------------------------------------------------------------
 
-def _natural_key(name: str) -> List[Any]:
-    # '2.jpg' < '10.jpg'; digit runs compare as numbers
-    return [(0, int(t), '') if t.isdigit() else (1, 0, t.lower()) for t in re.split(r'(\d+)', name) if t]
-
-
-def list_frame_files(folder: Union[str, os.PathLike]) -> List[Path]:
-    """Image files of a frame folder (``IMAGE_EXTS``), in natural order (``2.jpg`` before ``10.jpg``).
+def list_frame_files(folder: str | os.PathLike) -> list[Path]:
+    """Image files of a frame folder (``files.IMAGE_EXTS``), in natural order (``2.jpg`` before ``10.jpg``).
 
     Raises:
         FileNotFoundError: the folder does not exist.
@@ -83,8 +96,7 @@ def list_frame_files(folder: Union[str, os.PathLike]) -> List[Path]:
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f'frame folder {str(folder)!r} does not exist')
-    files = sorted((p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTS),
-                   key=lambda p: _natural_key(p.name))
+    files = list_image_files(folder)
     if not files:
         raise ValueError(
             f'frame folder {str(folder)!r} has no frames: put the video\'s frames there as image files '
@@ -167,7 +179,7 @@ class VideoInfo:
     num_frames: int  # for video files: the container's count (may be approximate); exact for folders and lists
     height: int
     width: int
-    fps: Optional[float]
+    fps: float | None
 
 
 def _is_video_file(video: Any) -> bool:
@@ -202,7 +214,7 @@ def probe_video(video: VideoLike) -> VideoInfo:
     return VideoInfo(max(n, 1), frame.shape[0], frame.shape[1], fps if fps and fps > 0 else None)
 
 
-def _video_fps(video: VideoLike) -> Optional[float]:
+def _video_fps(video: VideoLike) -> float | None:
     return probe_video(video).fps if _is_video_file(video) else None
 
 
@@ -228,15 +240,147 @@ class VideoFrameResult:
     masks: np.ndarray
     boxes: np.ndarray
     scores: np.ndarray
-    prompt_obj_id: Optional[int] = None
+    prompt_obj_id: int | None = None
 
     def __len__(self) -> int:
         return len(self.obj_ids)
 
+    def to_detections(self) -> sv.Detections:
+        """The objects as ``supervision.Detections``: ``xyxy``, ``mask``, ``confidence`` (the scores) and
+        ``tracker_id`` (the object ids), for supervision's annotators, trackers and exports."""
+        import supervision as sv
+
+        return sv.Detections(xyxy=self.boxes.astype(np.float32).reshape(-1, 4), mask=self.masks,
+                             confidence=self.scores.astype(np.float32), tracker_id=self.obj_ids.astype(int))
+
     @classmethod
-    def empty(cls, frame_idx: int, height: int, width: int) -> 'VideoFrameResult':
+    def empty(cls, frame_idx: int, height: int, width: int) -> VideoFrameResult:
         return cls(frame_idx, np.zeros((0,), np.int64), np.zeros((0, height, width), bool),
                    np.zeros((0, 4), np.float32), np.zeros((0,), np.float32))
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Mask prompts: sam3's tracker alone, as SAM2's video predictor runs it
+# --------------------------------------------------------------------------------------------------------------
+
+def _frame_reader(video: VideoLike) -> Callable[[int], np.ndarray]:
+    """``read(i)`` -> frame ``i`` as (H, W, 3) uint8 RGB, reading only that frame where the source allows it (a
+    list, an array, a folder, an image); a video file is decoded once into a list."""
+    if _is_frame_list(video):
+        return lambda i: to_rgb_array(video[i])
+    path = Path(video)
+    if path.is_dir():
+        files = list_frame_files(path)
+        return lambda i: to_rgb_array(files[i])
+    if path.suffix.lower() in IMAGE_EXTS:
+        return lambda i: to_rgb_array(path)
+    return list(_iter_video_file(path)).__getitem__
+
+
+class _TrackerFeatures:
+    """The tracker's ``inference_state['cached_features']`` for a mask session: ``get(frame_idx)`` returns
+    ``(image, {'tracker_backbone_out': ...})`` the way sam3's video model caches them, computing a frame on first
+    access and keeping the last ``keep``.
+
+    The features are exactly those sam3's video model gives its tracker (``sam3_video_base.py``,
+    ``run_backbone_and_detection``): the frame resized (PIL bilinear) to the model's square input, scaled to [-1, 1]
+    in float32, the shared backbone's SAM2-style neck, then the tracker's ``conv_s0`` / ``conv_s1`` on the two
+    high-resolution maps.
+    """
+
+    def __init__(self, model: torch.nn.Module, read_frame: Callable[[int], np.ndarray], num_frames: int, size: int,
+                 device: torch.device, frame_size: tuple[int, int] | None = None, keep: int = 2) -> None:
+        self.model, self.read_frame, self.num_frames = model, read_frame, int(num_frames)
+        self.size, self.device, self.frame_size, self.keep = int(size), device, frame_size, keep
+        self._cache: OrderedDict[int, tuple[torch.Tensor, dict[str, Any]]] = OrderedDict()
+
+    def image(self, frame_idx: int) -> torch.Tensor:
+        """Frame ``frame_idx`` as the model's (3, size, size) float32 input, normalised with mean = std = 0.5."""
+        rgb = self.read_frame(frame_idx)
+        if self.frame_size is not None and rgb.shape[:2] != tuple(self.frame_size):
+            h, w = self.frame_size
+            raise ValueError(f'frame {frame_idx} is {rgb.shape[1]}x{rgb.shape[0]} but the video is {w}x{h}; all '
+                             f'frames of a video must have the same size')
+        a = np.asarray(Image.fromarray(rgb).resize((self.size, self.size), Image.BILINEAR), dtype=np.float32) / 255.0
+        return (torch.from_numpy(a).permute(2, 0, 1) - 0.5) / 0.5
+
+    def get(self, frame_idx: int, default: Any = None) -> Any:
+        if not isinstance(frame_idx, int) or not 0 <= frame_idx < self.num_frames:
+            return default
+        if frame_idx in self._cache:
+            self._cache.move_to_end(frame_idx)
+            return self._cache[frame_idx]
+        image = self.image(frame_idx).to(self.device)
+        out = self.model.detector.backbone.forward_image(image[None])['sam2_backbone_out']
+        decoder = self.model.tracker.sam_mask_decoder
+        fpn = list(out['backbone_fpn'])
+        fpn[0] = decoder.conv_s0(fpn[0])  # as sam3_video_base.py does before caching
+        fpn[1] = decoder.conv_s1(fpn[1])
+        tracker_out = {'vision_features': fpn[-1], 'vision_pos_enc': list(out['vision_pos_enc']), 'backbone_fpn': fpn}
+        entry = (image, {'tracker_backbone_out': tracker_out})
+        self._cache[frame_idx] = entry
+        while len(self._cache) > self.keep:
+            self._cache.popitem(last=False)
+        return entry
+
+    def clear(self) -> None:
+        self._cache.clear()
+
+
+class _MaskSession:
+    """One ``Sam3TrackerPredictor`` state holding every mask-prompted object (SAM2's ``init_state`` /
+    ``add_new_mask`` / ``propagate_in_video``), with the features from :class:`_TrackerFeatures`."""
+
+    def __init__(self, model: torch.nn.Module, read_frame: Callable[[int], np.ndarray], num_frames: int,
+                 height: int, width: int, non_overlap: Callable[[], bool]) -> None:
+        self.tracker = model.tracker
+        device = next(model.parameters()).device
+        self.features = _TrackerFeatures(model, read_frame, num_frames, int(model.sam3_cradio_cfg['image_size']),
+                                        device, (height, width))
+        # bf16 on CUDA, as SAM2's VOS evaluation runs; elsewhere float32 (compat casts the tracker's bf16 memory)
+        self._amp = (lambda: torch.autocast('cuda', dtype=torch.bfloat16)) if device.type == 'cuda' \
+            else contextlib.nullcontext
+        self._non_overlap = non_overlap
+        with self._run():
+            self.state = self.tracker.init_state(video_height=height, video_width=width, num_frames=num_frames,
+                                                 cached_features=self.features)
+
+    @contextlib.contextmanager
+    def _run(self) -> Iterator[None]:
+        with torch.inference_mode(), self._amp(), compat.tracker_non_overlap_output(self.tracker, self._non_overlap()):
+            yield
+
+    @property
+    def obj_ids(self) -> list[int]:
+        return [int(o) for o in self.state['obj_ids']]
+
+    @property
+    def started(self) -> bool:
+        return bool(self.state['tracking_has_started'])
+
+    def add(self, frame_idx: int, obj_id: int, mask: np.ndarray) -> tuple[list[int], torch.Tensor]:
+        with self._run():
+            _, obj_ids, _, video_res = self.tracker.add_new_mask(self.state, frame_idx, obj_id, torch.from_numpy(mask))
+        return list(obj_ids), video_res
+
+    def remove(self, obj_id: int) -> None:
+        with self._run():
+            self.tracker.remove_object(self.state, obj_id, strict=True, need_output=False)
+
+    def propagate(self, start: int, max_track: int | None, reverse: bool
+                  ) -> Iterator[tuple[int, list[int], torch.Tensor]]:
+        gen = self.tracker.propagate_in_video(self.state, start_frame_idx=start, max_frame_num_to_track=max_track,
+                                              reverse=reverse, tqdm_disable=True, propagate_preflight=True)
+        while True:
+            with self._run():  # the tracker reads its output flag on each step: set it around each one only
+                item = next(gen, None)
+            if item is None:
+                return
+            frame_idx, obj_ids, _low_res, video_res, _scores = item
+            yield int(frame_idx), list(obj_ids), video_res
+
+    def close(self) -> None:
+        self.features.clear()
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -245,16 +389,19 @@ class VideoFrameResult:
 
 @dataclass
 class _ObjPrompt:
-    box: Optional[np.ndarray] = None                 # (4,) xyxy pixels, clipped
-    points: List[np.ndarray] = field(default_factory=list)  # (2,) x, y pixels
-    labels: List[int] = field(default_factory=list)
+    box: np.ndarray | None = None                 # (4,) xyxy pixels, clipped
+    points: list[np.ndarray] = field(default_factory=list)  # (2,) x, y pixels
+    labels: list[int] = field(default_factory=list)
 
 
 class Sam3VideoPredictor:
-    """Open a video once, prompt any frame with text, boxes or clicks, then propagate through the video.
+    """Open a video once, prompt any frame with text, boxes, clicks or masks, then propagate through the video.
 
     Args:
         model: sam3's ``Sam3VideoInferenceWithInstanceInteractivity`` from ``build_sam3(..., mode='video')``.
+        non_overlap_masks: in mask sessions (:meth:`add_mask`), give each pixel to at most one object (the one with
+            the highest logit), as SAM2's ``non_overlap_masks``; e.g. True for DAVIS, False for SA-V. Text, box and
+            point sessions resolve overlaps by sam3's own post-processing. Read on every call, so it may change.
 
     sam3 0.1.4 behaviour this class works around:
 
@@ -262,16 +409,17 @@ class Sam3VideoPredictor:
       after a text prompt but before any propagation propagate only the clicked object; after a pass starting on
       the first or last frame it fetches cached results for frames never computed). This class tracks which
       frames are up to date for the text prompt and for each clicked object, and tells sam3 which propagation to
-      run (full detector + tracker, tracker-only for the stale objects, or cached results).
+      run (full detector + tracker, tracker-only for the stale objects, or cached results) through
+      :func:`sam3_cradio.compat.override_propagation_plan`.
     - Click/box prompts before any propagation fail in sam3 (no cached frame outputs); the cache is pre-filled
       with empty entries.
     - Frames are decoded and resized here (so any cv2-readable file, folder or list works, and sam3's cv2 loader,
       which does not scale pixels to [0, 1], is never used), then given to sam3 as a list of images; the original
       size is written back into the state, so sam3 returns masks at the video's resolution.
-    - On CPU, a bfloat16 tracker memory reaching float32 layers is cast (``compat.shim_tracker_memory_float32``).
+    - sam3's video model has no mask prompt; :meth:`add_mask` runs its tracker alone, as SAM2 does.
     """
 
-    def __init__(self, model: torch.nn.Module) -> None:
+    def __init__(self, model: torch.nn.Module, non_overlap_masks: bool = False) -> None:
         cfg = getattr(model, 'sam3_cradio_cfg', None)
         if cfg is None or cfg.get('mode') != 'video':
             raise ValueError('Sam3VideoPredictor needs a video model from build_sam3(..., mode="video")')
@@ -279,27 +427,58 @@ class Sam3VideoPredictor:
         self.image_size = int(cfg['image_size'])
         if int(getattr(model, 'image_size', self.image_size)) != self.image_size:
             raise ValueError(f'model.image_size {model.image_size} differs from the config\'s {self.image_size}')
-        self.state: Optional[Dict[str, Any]] = None
+        self.non_overlap_masks = bool(non_overlap_masks)
+        self._video: VideoLike | None = None
+        self._state: dict[str, Any] | None = None
+        self._masks: _MaskSession | None = None
         self.num_frames = 0
         self.height = 0
         self.width = 0
-        self.fps: Optional[float] = None
+        self.fps: float | None = None
         self._clear_prompts()
 
     # ---- bookkeeping -------------------------------------------------------------------------------------------
 
     def _clear_prompts(self) -> None:
-        self._text: Optional[str] = None
-        self._full_done: Set[int] = set()  # frames computed by a full (detector + tracker) pass since the text
-        self._obj_done: Dict[int, Set[int]] = {}  # clicked object -> frames up to date since its last prompt
-        self._obj_prompts: Dict[Tuple[int, int], _ObjPrompt] = {}  # (frame, obj) -> its prompts there
-        self._prompt_frames: Set[int] = set()
+        self._text: str | None = None
+        self._full_done: set[int] = set()  # frames computed by a full (detector + tracker) pass since the text
+        self._obj_done: dict[int, set[int]] = {}  # clicked object -> frames up to date since its last prompt
+        self._obj_prompts: dict[tuple[int, int], _ObjPrompt] = {}  # (frame, obj) -> its prompts there
+        self._prompt_frames: set[int] = set()
         self._prompted = False  # any prompt since open/reset (objects may have been removed since)
+        if getattr(self, '_masks', None) is not None:
+            self._masks.close()
+        self._masks = None
 
-    def _require_open(self) -> Dict[str, Any]:
-        if self.state is None:
+    def _require_open(self) -> None:
+        if self._video is None:
             raise VideoNotOpenError('no video is open: call predictor.open(video) before prompting or propagating')
-        return self.state
+
+    @property
+    def state(self) -> dict[str, Any] | None:
+        """sam3's inference state for the open video (None when none is open), made on first use: the first text,
+        box or point prompt, or reading this attribute."""
+        if self._video is None:
+            return None
+        if self._state is None:
+            self._state = self._init_sam3_state()
+        return self._state
+
+    def _init_sam3_state(self) -> dict[str, Any]:
+        s = self.image_size
+        frames: list[Image.Image] = []
+        for i, rgb in enumerate(iter_video_frames(self._video)):
+            if rgb.shape[:2] != (self.height, self.width):
+                raise ValueError(f'frame {i} is {rgb.shape[1]}x{rgb.shape[0]} but the video was {self.width}x'
+                                 f'{self.height} when opened; all frames of a video must have the same size')
+            # as sam3's frame-folder loader: PIL bilinear (antialiased) straight to the square model input
+            frames.append(Image.fromarray(rgb).resize((s, s), Image.BILINEAR))
+        state = self.model.init_state(frames)
+        del frames
+        # the frames were resized before sam3 saw them: restore the original size, used for all outputs
+        state['orig_height'], state['orig_width'] = self.height, self.width
+        self._prefill_cache(state)
+        return state
 
     def _check_frame(self, frame_idx: Any) -> int:
         self._require_open()
@@ -310,34 +489,47 @@ class Sam3VideoPredictor:
                              f'(0..{self.num_frames - 1})')
         return int(frame_idx)
 
-    def _prefill_cache(self) -> None:
+    def _prefill_cache(self, state: dict[str, Any] | None = None) -> None:
         # sam3's _build_tracker_output asserts that the frame has cached outputs, which only a propagation
         # writes; clicks before any propagation (or after add_text, which clears the cache) would fail.
-        cache = self.state['cached_frame_outputs']
+        state = self._state if state is None else state
+        if state is None:
+            return
+        cache = state['cached_frame_outputs']
         for t in range(self.num_frames):
             cache.setdefault(t, {})
 
+    def _refuse_masks_session(self, what: str) -> None:
+        if self._masks is not None:
+            raise ValueError(f'{what} cannot join a session of mask prompts (add_mask): masks run sam3\'s tracker '
+                             f'alone; call reset() first')
+
     @property
-    def frame_size(self) -> Tuple[int, int]:
+    def frame_size(self) -> tuple[int, int]:
         """(H, W) of the original video."""
         return self.height, self.width
 
     @property
-    def obj_ids(self) -> List[int]:
+    def obj_ids(self) -> list[int]:
         """Ids of the objects currently tracked."""
-        if self.state is None:
+        if self._masks is not None:
+            return sorted(self._masks.obj_ids)
+        if self._state is None:
             return []
-        ids = self.state['tracker_metadata'].get('obj_ids_all_gpu')
+        ids = self._state['tracker_metadata'].get('obj_ids_all_gpu')
         return [] if ids is None else sorted(int(i) for i in ids)
 
     @property
-    def text(self) -> Optional[str]:
+    def text(self) -> str | None:
         return self._text
 
     # ---- video -------------------------------------------------------------------------------------------------
 
-    def open(self, video: VideoLike) -> Dict[str, Any]:
-        """Load a video and start a fresh session (prompts and objects of a previous video are dropped).
+    def open(self, video: VideoLike) -> VideoInfo:
+        """Check a video and start a fresh session on it (prompts and objects of a previous video are dropped).
+
+        Every frame is decoded once to check it; the frames are read again when a prompt needs them (see the
+        module's note on memory).
 
         Args:
             video: a video file OpenCV can read (.mp4, .avi, .mov, .mkv, ...), a folder of frame images
@@ -346,75 +538,78 @@ class Sam3VideoPredictor:
                 size.
 
         Returns:
-            sam3's inference state (also kept as ``self.state``).
+            The video's frame count, size and frame rate (None for folders and lists).
 
         Raises:
             FileNotFoundError: the path does not exist.
             ValueError: the file is not a readable video (broken, truncated, not a video), the folder has no frames,
                 a frame cannot be read, or frames differ in size.
         """
-        s = self.image_size
-        frames: List[Image.Image] = []
-        hw: Optional[Tuple[int, int]] = None
+        hw: tuple[int, int] | None = None
+        n = 0
         for i, rgb in enumerate(iter_video_frames(video)):
             if hw is None:
                 hw = rgb.shape[:2]
             elif rgb.shape[:2] != hw:
                 raise ValueError(f'frame {i} is {rgb.shape[1]}x{rgb.shape[0]} but frame 0 is {hw[1]}x{hw[0]}; '
                                  f'all frames of a video must have the same size')
-            # as sam3's frame-folder loader: PIL bilinear (antialiased) straight to the square model input
-            frames.append(Image.fromarray(rgb).resize((s, s), Image.BILINEAR))
+            n += 1
         if hw is None:  # an empty iterator that raised nothing (should not happen)
             raise ValueError(f'{video!r} has no frames')
         self.close()
-        state = self.model.init_state(frames)
-        del frames
-        # the frames were resized before sam3 saw them: restore the original size, used for all outputs
-        state['orig_height'], state['orig_width'] = int(hw[0]), int(hw[1])
-        self.state = state
-        self.num_frames = int(state['num_frames'])
+        self._video = video
+        self.num_frames = n
         self.height, self.width = int(hw[0]), int(hw[1])
         self.fps = _video_fps(video)
-        self._clear_prompts()
-        self._prefill_cache()
-        return state
+        return VideoInfo(n, self.height, self.width, self.fps)
 
     def close(self) -> None:
         """Drop the video and its session (frees the frames and features)."""
-        self.state = None
+        self._clear_prompts()
+        self._video = None
+        self._state = None
         self.num_frames = self.height = self.width = 0
         self.fps = None
-        self._clear_prompts()
 
     def reset(self) -> None:
         """Remove every prompt and object; the video stays open."""
-        state = self._require_open()
-        self.model.reset_state(state)
+        self._require_open()
+        if self._state is not None:
+            self.model.reset_state(self._state)
         self._clear_prompts()
         self._prefill_cache()
 
     # ---- prompts -----------------------------------------------------------------------------------------------
 
-    def _result(self, frame_idx: int, out: Optional[Dict[str, Any]], prompt_obj_id: Optional[int] = None
+    def _result(self, frame_idx: int, out: dict[str, Any] | None, prompt_obj_id: int | None = None
                 ) -> VideoFrameResult:
         if out is None:
             return VideoFrameResult.empty(frame_idx, self.height, self.width)
         masks = np.asarray(out['out_binary_masks'], dtype=bool).reshape(-1, self.height, self.width)
         ids = np.asarray(out['out_obj_ids'], dtype=np.int64).reshape(-1)
         scores = np.asarray(out['out_probs'], dtype=np.float32).reshape(-1)
+        return self._frame_result(frame_idx, ids, masks, scores, prompt_obj_id)
+
+    def _frame_result(self, frame_idx: int, ids: np.ndarray, masks: np.ndarray, scores: np.ndarray,
+                      prompt_obj_id: int | None = None) -> VideoFrameResult:
         # sam3 drops empty masks before it makes the masks non-overlapping, which can empty a mask again
         keep = masks.any(axis=(1, 2))
         if not keep.all():
             ids, masks, scores = ids[keep], masks[keep], scores[keep]
         return VideoFrameResult(int(frame_idx), ids, masks, masks_to_boxes(masks), scores, prompt_obj_id)
 
+    def _mask_result(self, frame_idx: int, obj_ids: list[int], video_res: torch.Tensor,
+                     prompt_obj_id: int | None = None) -> VideoFrameResult:
+        masks = (video_res[:, 0] > 0).cpu().numpy().reshape(-1, self.height, self.width)  # logits > 0, as SAM2
+        ids = np.asarray(obj_ids, dtype=np.int64).reshape(-1)
+        return self._frame_result(frame_idx, ids, masks, np.ones(len(ids), np.float32), prompt_obj_id)
+
     def add_text(self, frame_idx: int, text: str) -> VideoFrameResult:
         """Detect and track every instance of a noun phrase; returns the detections on ``frame_idx``.
 
         The text applies to the whole video (SAM3); ``frame_idx`` is where detection runs first. It starts over:
-        objects and prompts added before are dropped (a warning is logged when there were any).
+        objects and prompts added before (masks included) are dropped (a warning is logged when there were any).
         """
-        state = self._require_open()
         frame_idx = self._check_frame(frame_idx)
         text = check_text(text)
         if text == 'visual':  # sam3 reads this string as "no text" (sam3_video_inference.py, add_prompt)
@@ -423,8 +618,8 @@ class Sam3VideoPredictor:
             _logger.warning('add_text(%r) starts over: the %d object(s) and prompts added before are dropped; add '
                             'box and point prompts after the text prompt', text, len(self.obj_ids))
         with torch.inference_mode():
-            _, out = self.model.add_prompt(state, frame_idx=frame_idx, text_str=text)
-        self._clear_prompts()
+            _, out = self.model.add_prompt(self.state, frame_idx=frame_idx, text_str=text)
+        self._clear_prompts()  # a mask session, if any, ends here
         self._text = text
         self._prompted = True
         self._full_done = {frame_idx}
@@ -433,9 +628,10 @@ class Sam3VideoPredictor:
         return self._result(frame_idx, out)
 
     def _new_obj_id(self) -> int:
-        meta = self.state['tracker_metadata']
-        used = [int(meta.get('max_obj_id', -1))] if meta else []
-        used += [o for (_, o) in self._obj_prompts] + self.obj_ids
+        used = list(self.obj_ids)
+        if self._state is not None and self._state['tracker_metadata']:
+            used.append(int(self._state['tracker_metadata'].get('max_obj_id', -1)))
+        used += [o for (_, o) in self._obj_prompts]
         return max(used, default=-1) + 1
 
     def _check_obj_id(self, obj_id: Any) -> int:
@@ -445,7 +641,7 @@ class Sam3VideoPredictor:
             raise ValueError(f'obj_id must be a non-negative int (or None for a new object), got {obj_id!r}')
         return int(obj_id)
 
-    def add_box(self, frame_idx: int, box: Sequence[float], obj_id: Optional[int] = None,
+    def add_box(self, frame_idx: int, box: Sequence[float], obj_id: int | None = None,
                 clear: bool = False) -> VideoFrameResult:
         """Segment and track one object from a box on ``frame_idx`` (SAM2-style instance prompt).
 
@@ -458,16 +654,16 @@ class Sam3VideoPredictor:
         Returns:
             The objects on ``frame_idx``.
         """
-        self._require_open()
         frame_idx = self._check_frame(frame_idx)
         b = check_box(box, self.height, self.width)
         obj_id = self._check_obj_id(obj_id)
+        self._refuse_masks_session('a box prompt')
         prompt = _ObjPrompt() if clear else self._obj_prompts.get((frame_idx, obj_id), _ObjPrompt())
         prompt.box = b
         return self._send_instance_prompt(frame_idx, obj_id, prompt)
 
-    def add_points(self, frame_idx: int, points: Sequence[Sequence[float]], labels: Optional[Sequence[int]] = None,
-                   obj_id: Optional[int] = None, clear: bool = False) -> VideoFrameResult:
+    def add_points(self, frame_idx: int, points: Sequence[Sequence[float]], labels: Sequence[int] | None = None,
+                   obj_id: int | None = None, clear: bool = False) -> VideoFrameResult:
         """Segment and track one object from clicks on ``frame_idx`` (SAM2-style instance prompt).
 
         Args:
@@ -479,7 +675,6 @@ class Sam3VideoPredictor:
         Returns:
             The objects on ``frame_idx``.
         """
-        self._require_open()
         frame_idx = self._check_frame(frame_idx)
         if labels is None:
             try:
@@ -488,12 +683,12 @@ class Sam3VideoPredictor:
                 raise ValueError(f'points are a non-empty list of (x, y) pixel pairs, got {points!r}') from None
         p, lab = check_points(points, labels, self.height, self.width)
         obj_id = self._check_obj_id(obj_id)
+        self._refuse_masks_session('a point prompt')
         prompt = _ObjPrompt() if clear else self._obj_prompts.get((frame_idx, obj_id), _ObjPrompt())
         prompt = _ObjPrompt(prompt.box, prompt.points + list(p), prompt.labels + [int(x) for x in lab])
         return self._send_instance_prompt(frame_idx, obj_id, prompt)
 
     def _send_instance_prompt(self, frame_idx: int, obj_id: int, prompt: _ObjPrompt) -> VideoFrameResult:
-        state = self.state
         coords, labels = [], []
         if prompt.box is not None:  # SAM2 encodes a box as its two corners, labels 2 and 3, before any clicks
             coords += [prompt.box[:2], prompt.box[2:]]
@@ -505,6 +700,7 @@ class Sam3VideoPredictor:
         if limit > 0 and obj_id not in self.obj_ids and len(self.obj_ids) >= limit:
             raise ValueError(f'cannot add object {obj_id}: {len(self.obj_ids)} objects are tracked, the model\'s '
                              f'limit (model.max_num_objects = {limit}); remove_object() one or raise the limit')
+        state = self.state
         self._prefill_cache()
         with torch.inference_mode():
             ret = self.model.add_prompt(state, frame_idx=frame_idx, points=torch.from_numpy(rel),
@@ -519,22 +715,90 @@ class Sam3VideoPredictor:
         self._prompted = True
         return self._result(frame_idx, out, prompt_obj_id=obj_id)
 
+    def _check_mask(self, mask: Any, frame_idx: int, obj_id: int, allow_empty: bool) -> np.ndarray:
+        if isinstance(mask, torch.Tensor):
+            mask = mask.detach().cpu().numpy()
+        m = np.asarray(mask)
+        if m.ndim != 2:
+            raise ValueError(f'a mask is a 2-D (H, W) array at the video\'s resolution, got shape {m.shape}')
+        if m.shape != (self.height, self.width):
+            raise ValueError(f'the mask is {m.shape[1]}x{m.shape[0]} but the video is {self.width}x{self.height} '
+                             f'(W x H); give a boolean mask of shape ({self.height}, {self.width})')
+        if m.dtype != np.bool_:
+            if not (np.issubdtype(m.dtype, np.integer) or np.issubdtype(m.dtype, np.floating)) \
+                    or not np.isin(m, (0, 1)).all():
+                raise ValueError(f'a mask is boolean (or holds only 0 and 1), got dtype {m.dtype} with values '
+                                 f'{np.unique(m)[:5].tolist()}')
+            m = m.astype(bool)
+        if not allow_empty and not m.any():
+            raise ValueError(f'the mask of object {obj_id} on frame {frame_idx} is empty: give at least one '
+                             f'foreground pixel (allow_empty=True tracks an object from nothing, as SAM2\'s VOS '
+                             f'evaluation does for objects absent from the prompted frame)')
+        return np.ascontiguousarray(m)
+
+    def add_mask(self, frame_idx: int, obj_id: int | None, mask: Any, allow_empty: bool = False
+                 ) -> VideoFrameResult:
+        """Segment and track one object from its mask on ``frame_idx`` (SAM2's ``add_new_mask``).
+
+        Mask prompts run sam3's tracker alone (sam3's video model takes none), in one tracker state for all the
+        session's objects, the way SAM2's video predictor does; they cannot join a session with text, box or point
+        prompts (``reset()`` first). Add every object's mask before the first :meth:`propagate` (the tracker
+        refuses new objects once it has propagated); a new mask for an existing object refines it.
+
+        Args:
+            frame_idx: the frame the mask belongs to.
+            obj_id: the object to create or refine; None creates a new one (its id is ``result.prompt_obj_id``).
+            mask: (H, W) boolean (or 0/1) array or tensor at the video's resolution; True marks the object.
+            allow_empty: accept a mask with no foreground pixel (the object is tracked from nothing, as SAM2's VOS
+                evaluation does); by default an empty mask is an error.
+
+        Returns:
+            The objects on ``frame_idx`` (scores 1.0).
+
+        Raises:
+            ValueError: the frame is out of range, the mask has another size, is not boolean, or is empty; the
+                session holds text, box or point prompts; or the object is new after a propagation.
+        """
+        frame_idx = self._check_frame(frame_idx)
+        obj_id = self._check_obj_id(obj_id)
+        m = self._check_mask(mask, frame_idx, obj_id, allow_empty)
+        if self._masks is None and (self._text is not None or self._obj_prompts or self.obj_ids):
+            raise ValueError('add_mask cannot join a session with text, box or point prompts: sam3\'s video model '
+                             'takes no masks, so mask prompts run its tracker alone; call reset() first')
+        if self._masks is None:
+            self._masks = _MaskSession(self.model, _frame_reader(self._video), self.num_frames, self.height,
+                                       self.width, lambda: self.non_overlap_masks)
+        elif self._masks.started and obj_id not in self._masks.obj_ids:
+            raise ValueError(f'object {obj_id} is new, but the tracker has already propagated and takes new objects '
+                             f'only before that (tracked: {self._masks.obj_ids}); add every object\'s mask before '
+                             f'propagate(), or reset()')
+        obj_ids, video_res = self._masks.add(frame_idx, obj_id, m)
+        self._prompt_frames.add(frame_idx)
+        self._prompted = True
+        return self._mask_result(frame_idx, obj_ids, video_res, prompt_obj_id=obj_id)
+
     def remove_object(self, obj_id: int) -> None:
         """Stop tracking an object and drop it from every frame's results."""
-        state = self._require_open()
+        self._require_open()
         if isinstance(obj_id, (bool, np.bool_)) or not isinstance(obj_id, (int, np.integer)):
             raise ValueError(f'obj_id must be an int, got {obj_id!r}')
         if int(obj_id) not in self.obj_ids:
             raise ValueError(f'object {obj_id} is not tracked; tracked objects: {self.obj_ids}')
+        if self._masks is not None:
+            self._masks.remove(int(obj_id))
+            if not self._masks.obj_ids:  # nothing left to track: the session is empty again
+                self._masks.close()
+                self._masks = None
+            return
         with torch.inference_mode():
-            self.model.remove_object(state, int(obj_id), is_user_action=True)
+            self.model.remove_object(self.state, int(obj_id), is_user_action=True)
         self._obj_done.pop(int(obj_id), None)
         for key in [k for k in self._obj_prompts if k[1] == int(obj_id)]:
             del self._obj_prompts[key]
 
     # ---- propagation -------------------------------------------------------------------------------------------
 
-    def _plan(self, frames: Set[int]) -> Tuple[str, Optional[List[int]]]:
+    def _plan(self, frames: set[int]) -> tuple[str, list[int] | None]:
         """Which sam3 propagation brings ``frames`` up to date: full, partial (stale objects), or fetch."""
         if self._text is not None and not frames <= self._full_done:
             return 'propagation_full', None
@@ -544,7 +808,7 @@ class Sam3VideoPredictor:
             return 'propagation_partial', stale
         return 'propagation_fetch', None
 
-    def _run_pass(self, start: int, max_track: Optional[int], reverse: bool) -> Iterator[VideoFrameResult]:
+    def _run_pass(self, start: int, max_track: int | None, reverse: bool) -> Iterator[VideoFrameResult]:
         """One sam3 ``propagate_in_video`` pass, with the propagation type chosen by :meth:`_plan`."""
         n = self.num_frames
         if reverse:
@@ -560,18 +824,13 @@ class Sam3VideoPredictor:
         model, state = self.model, self.state
         gen = model.propagate_in_video(state, start_frame_idx=start, max_frame_num_to_track=max_track,
                                        reverse=reverse)
-        # sam3 decides the propagation type on the first step (parse_action_history_for_propagation); answer with
-        # the plan for this call only, then restore the class method.
-        model.__dict__['parse_action_history_for_propagation'] = lambda _state: plan
-        try:
-            with torch.inference_mode():
-                first = next(gen, None)
-        finally:
-            model.__dict__.pop('parse_action_history_for_propagation', None)
+        # sam3 decides the propagation type on the first step: answer with the plan for this call only
+        with compat.override_propagation_plan(model, plan), torch.inference_mode():
+            first = next(gen, None)
         if first is None:
             return
         kind, objs = plan
-        item: Optional[Tuple[int, Any]] = first
+        item: tuple[int, Any] | None = first
         while item is not None:
             frame_idx, out = item
             frame_idx = int(frame_idx)
@@ -587,8 +846,12 @@ class Sam3VideoPredictor:
             with torch.inference_mode():
                 item = next(gen, None)
 
-    def propagate(self, direction: str = 'forward', start_frame: Optional[int] = None,
-                  max_frames: Optional[int] = None) -> Iterator[VideoFrameResult]:
+    def _run_mask_pass(self, start: int, max_track: int | None, reverse: bool) -> Iterator[VideoFrameResult]:
+        for frame_idx, obj_ids, video_res in self._masks.propagate(start, max_track, reverse):
+            yield self._mask_result(frame_idx, obj_ids, video_res)
+
+    def propagate(self, direction: str = 'forward', start_frame: int | None = None,
+                  max_frames: int | None = None) -> Iterator[VideoFrameResult]:
         """Track the prompted objects through the video; yields one :class:`VideoFrameResult` per frame.
 
         Args:
@@ -599,13 +862,13 @@ class Sam3VideoPredictor:
 
         Frames already up to date (no prompt changed since they were computed) come from sam3's cache; after new
         prompts only what they affect is recomputed (everything after ``add_text``, the changed objects after
-        ``add_box`` / ``add_points``).
+        ``add_box`` / ``add_points``). Mask sessions run SAM2's tracker propagation each time.
         """
         self._require_open()
         if direction not in DIRECTIONS:
             raise ValueError(f'direction must be one of {DIRECTIONS}, got {direction!r}')
         if not self._prompted:
-            raise ValueError('nothing to track: add a prompt first (add_text, add_box or add_points)')
+            raise ValueError('nothing to track: add a prompt first (add_text, add_box, add_points or add_mask)')
         if start_frame is None:
             frames = self._prompt_frames or {0}
             start_frame = max(frames) if direction == 'backward' else min(frames)
@@ -615,9 +878,11 @@ class Sam3VideoPredictor:
                     or max_frames < 1:
                 raise ValueError(f'max_frames must be a positive int or None, got {max_frames!r}')
         k = None if max_frames is None else int(max_frames) - 1  # sam3 counts frames beyond the start frame
+        if self._masks is not None:
+            return self._propagate_masks(direction, start, k)
         return self._propagate(direction, start, k)
 
-    def _propagate(self, direction: str, start: int, k: Optional[int]) -> Iterator[VideoFrameResult]:
+    def _propagate(self, direction: str, start: int, k: int | None) -> Iterator[VideoFrameResult]:
         if direction in ('forward', 'both'):
             yield from self._run_pass(start, k, reverse=False)
             if direction == 'both':
@@ -626,6 +891,15 @@ class Sam3VideoPredictor:
             # sam3's reverse pass starts at start - 1 (it expects a forward pass to have covered the start frame)
             yield from self._run_pass(start, 0, reverse=False)
             yield from self._run_pass(start, k, reverse=True)
+
+    def _propagate_masks(self, direction: str, start: int, k: int | None) -> Iterator[VideoFrameResult]:
+        # the tracker's passes include their start frame: 'both' goes back from start - 1, k - 1 frames further
+        if direction == 'backward':
+            yield from self._run_mask_pass(start, k, reverse=True)
+            return
+        yield from self._run_mask_pass(start, k, reverse=False)
+        if direction == 'both' and start > 0 and (k is None or k > 0):
+            yield from self._run_mask_pass(start - 1, None if k is None else k - 1, reverse=True)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -637,7 +911,7 @@ class TrackSummary:
     """What :func:`track_video` wrote."""
     out: str
     frames: int
-    object_ids: List[int]
+    object_ids: list[int]
     fps: float
     height: int
     width: int
@@ -645,13 +919,13 @@ class TrackSummary:
 
 
 def track_video(
-        model: Union[torch.nn.Module, Sam3VideoPredictor],
+        model: torch.nn.Module | Sam3VideoPredictor,
         video: VideoLike,
-        text: Optional[str] = None,
-        box: Optional[Sequence[float]] = None,
-        out: Union[str, os.PathLike] = 'tracked.mp4',
+        text: str | None = None,
+        box: Sequence[float] | None = None,
+        out: str | os.PathLike = 'tracked.mp4',
         progress: bool = True,
-        fps: Optional[float] = None,
+        fps: float | None = None,
 ) -> TrackSummary:
     """Track objects from a prompt on frame 0 through the whole video and write an annotated .mp4.
 
@@ -670,7 +944,7 @@ def track_video(
     import cv2
     from tqdm.auto import tqdm
 
-    from .draw import annotate
+    from .draw import draw_detections
 
     if text is None and box is None:
         raise ValueError('track_video needs a prompt: text="..." and/or box=[x0, y0, x1, y1]')
@@ -692,7 +966,7 @@ def track_video(
     writer = cv2.VideoWriter(str(out), cv2.VideoWriter_fourcc(*'mp4v'), fps, (w, h))
     if not writer.isOpened():
         raise ValueError(f'cannot write {out} with OpenCV (mp4v); use an .mp4 path in a writable folder')
-    seen: Set[int] = set()
+    seen: set[int] = set()
     written = 0
     frames = iter_video_frames(video)
     next_idx = 0
@@ -702,8 +976,7 @@ def track_video(
                 while next_idx <= r.frame_idx:  # forward results come in frame order
                     frame = next(frames)
                     next_idx += 1
-                labels = [f'#{i} {s:.2f}' for i, s in zip(r.obj_ids, r.scores)]
-                drawn = annotate(frame, r.masks, r.boxes, r.scores, labels, ids=r.obj_ids)
+                drawn = draw_detections(frame, r.to_detections())  # labels '#<id> <score>', colour per id
                 writer.write(cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR))
                 written += 1
                 seen.update(int(i) for i in r.obj_ids)

@@ -7,8 +7,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from sam3_cradio.assets import CRADIO_TINY_DIR as CRADIO_TINY
-from sam3_cradio.assets import EXAMPLE_IMAGES_DIR as IMAGES
+from sam3_cradio.assets import CRADIO_TINY_DIR, EXAMPLE_IMAGES_DIR
+
+# shipped in the package (sam3_cradio/assets): tests read them from there
+CRADIO_TINY = CRADIO_TINY_DIR
+IMAGES = EXAMPLE_IMAGES_DIR
 
 
 @pytest.fixture(autouse=True)

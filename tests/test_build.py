@@ -5,55 +5,74 @@ from __future__ import annotations
 import pytest
 import torch
 
+from conftest import CRADIO_TINY, meta_build
 from sam3_cradio import load_cradio
 from sam3_cradio.build import TRUNK_PREFIX, build_sam3
 from sam3_cradio.checkpoint import CheckpointError
-
-from conftest import CRADIO_TINY, meta_build
+from sam3_cradio.registry import resolve
 
 
 def _layout(model):
     return {k: (tuple(v.shape), v.dtype) for k, v in model.state_dict().items()}
 
 
-@pytest.fixture(scope='module')
-def sam3_layouts():
-    """state_dict layouts of sam3's own three builders (built on the meta device: no weights allocated)."""
-    from sam3.model_builder import build_sam3_image_model, build_sam3_video_model
-    from sam3_cradio import compat
-    compat.apply_cpu_shims()
-    kw = dict(bpe_path=compat.bpe_path(), device='meta', checkpoint_path=None, load_from_HF=False)
-    out = {}
-    with meta_build():
-        out['image'] = _layout(build_sam3_image_model(**kw))
-        out['image_inst'] = _layout(build_sam3_image_model(enable_inst_interactivity=True, **kw))
-        out['video'] = _layout(build_sam3_video_model(**kw))
-    return out
+# Full-size SAM3 models are built on the meta device (shapes only) and shared across the tests of this module:
+# one build per (builder, backbone, mode), the slowest part of the suite.
+_META: dict = {}
 
 
-CASES = [('image', False, 'image'), ('image', True, 'image_inst'), ('video', True, 'video')]
+def _meta_model(builder: str, backbone: str, mode: str):
+    key = (builder, backbone, mode)
+    if key not in _META:
+        from sam3_cradio import compat
+        compat.apply_cpu_shims()
+        with meta_build():
+            if builder == 'sam3':
+                from sam3.model_builder import build_sam3_image_model, build_sam3_video_model
+                kw = dict(bpe_path=compat.bpe_path(), device='meta', checkpoint_path=None, load_from_HF=False)
+                _META[key] = (build_sam3_video_model(**kw) if mode == 'video'
+                              else build_sam3_image_model(enable_inst_interactivity=True, **kw))
+            else:
+                _META[key] = build_sam3(backbone, mode=mode, pretrained=False, device='meta')
+    return _META[key]
 
 
-@pytest.mark.parametrize('mode,interactive,ref', CASES)
-def test_pe_build_matches_sam3_builders(sam3_layouts, mode, interactive, ref):
-    with meta_build():
-        ours = build_sam3('pe', mode=mode, interactive=interactive, pretrained=False, device='meta')
-    assert _layout(ours) == sam3_layouts[ref]
+@pytest.fixture(scope='module', autouse=True)
+def _free_meta_models():
+    yield
+    _META.clear()
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize('mode', ['image', 'video'])
+def test_pe_build_matches_sam3_builders(mode):
+    assert _layout(_meta_model('ours', 'pe', mode)) == _layout(_meta_model('sam3', 'pe', mode))
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize('backbone', ['cradio_v4_h', 'cradio_v4_so400m'])
-@pytest.mark.parametrize('mode,interactive,ref', CASES)
-def test_cradio_build_differs_only_under_trunk(sam3_layouts, backbone, mode, interactive, ref):
-    with meta_build():
-        ours = build_sam3(backbone, window_size=8, mode=mode, interactive=interactive, pretrained=False, device='meta')
-    prefix = TRUNK_PREFIX[mode]
-    theirs = sam3_layouts[ref]
-    ours_layout = _layout(ours)
+def test_cradio_build_differs_only_under_trunk(backbone):
+    ours = _layout(_meta_model('ours', backbone, 'video'))
+    theirs = _layout(_meta_model('sam3', 'pe', 'video'))
+    prefix = TRUNK_PREFIX['video']
     outside = lambda layout: {k: v for k, v in layout.items() if not k.startswith(prefix)}
-    assert outside(ours_layout) == outside(theirs)
+    assert outside(ours) == outside(theirs)
     assert any(k.endswith('attn.freqs_cis') for k in theirs if k.startswith(prefix))  # PE's RoPE buffers go too
-    trunk = {k for k in ours_layout if k.startswith(prefix)}
+    trunk = {k for k in ours if k.startswith(prefix)}
     assert f'{prefix}encoder.model.embeds.pos_embed' in trunk and not trunk & set(theirs)
+
+
+@pytest.mark.parametrize('interactive', [True, False])
+def test_image_layouts_follow_the_video_layout(interactive):
+    """The image models hold the video model's detector (and, interactive, its tracker) under sam3's image key
+    names, whatever the trunk: checked on the tiny C-RADIO and PE builds against the video layout's remap."""
+    from sam3_cradio.build import _remap_sam3_keys
+
+    for backbone in ('cradio_tiny', 'pe_tiny'):
+        video = build_sam3(backbone, mode='video', pretrained=False, device='cpu').state_dict()
+        image = build_sam3(backbone, mode='image', interactive=interactive, pretrained=False, device='cpu')
+        mapped, _ = _remap_sam3_keys(video, 'image', interactive)
+        assert {k: tuple(v.shape) for k, v in mapped.items()} == {k: tuple(v.shape) for k, v in image.state_dict().items()}
 
 
 def _sam3_pt(tmp_path, name='sam3.pt'):
@@ -202,12 +221,17 @@ def test_sizes_follow_the_backbone_tiny(mode):
     assert _sizes(model, mode) == _expected(320, 20, mode)
 
 
-@pytest.mark.parametrize('backbone,image_size', [('cradio_v4_so400m', 1152), ('pe', 1008)])
-@pytest.mark.parametrize('mode', ['image', 'video'])
+@pytest.mark.slow
+@pytest.mark.parametrize('backbone,image_size,mode', [('cradio_v4_so400m', 1152, 'video'), ('pe', 1008, 'video'),
+                                                      ('pe', 1008, 'image')])
 def test_sizes_follow_the_backbone_full(backbone, image_size, mode):
-    with meta_build():
-        model = build_sam3(backbone, mode=mode, pretrained=False, device='meta')
-    assert _sizes(model, mode) == _expected(image_size, 72, mode)
+    assert _sizes(_meta_model('ours', backbone, mode), mode) == _expected(image_size, 72, mode)
+
+
+def test_sizes_follow_the_resolution_argument():
+    model = build_sam3('cradio_tiny', 4, mode='image', resolution=192, pretrained=False, device='cpu')
+    assert _sizes(model, 'image') == _expected(192, 12, 'image')
+    assert model.sam3_cradio_cfg['window_size'] == 4 and model.sam3_cradio_spec == resolve('cradio_tiny', 4, 192)
 
 
 def test_predictor_resizes_once_to_the_backbone_resolution(tiny_image_model):
@@ -219,11 +243,30 @@ def test_predictor_resizes_once_to_the_backbone_resolution(tiny_image_model):
 
 
 def test_build_errors():
-    with pytest.raises(ValueError, match='unknown config or backbone.*cradio_v4_h'):
+    with pytest.raises(ValueError, match="unknown backbone 'cradio_v9'.*cradio_v4_h"):
         build_sam3('cradio_v9', pretrained=False)
-    with pytest.raises(ValueError, match=r'window_size=5 does not divide the 16x16.*\[2, 4, 8\]'):
+    with pytest.raises(ValueError, match=r'window 5 does not divide the 16x16.*\[1, 2, 4, 8\]'):
         build_sam3('cradio_tiny', window_size=5, pretrained=False)
     with pytest.raises(ValueError, match='mode'):
         build_sam3('cradio_tiny', mode='audio', pretrained=False)
     with pytest.raises(ValueError, match='no released weights'):
         build_sam3('cradio_tiny', pretrained=True, sam3_checkpoint=__file__)
+
+
+@pytest.mark.parametrize('kwargs', [dict(window_size=12), dict(window_size='global'), dict(window_size=None,
+                                    overrides=['backbone.window_size=12']), dict(backbone='pe:24')])
+def test_pe_window_is_fixed(kwargs):
+    kwargs = {'backbone': 'pe', **kwargs}
+    with pytest.raises(ValueError, match="pe's attention window is fixed at 24"):
+        build_sam3(pretrained=False, device='meta', **kwargs)
+
+
+def test_fact_overrides_are_checked_like_arguments():
+    with pytest.raises(ValueError, match='nearest size for window 4: 192'):
+        build_sam3('cradio_tiny', overrides=['backbone.window_size=4', 'backbone.image_size=200'], pretrained=False)
+    with pytest.raises(ValueError, match='window given twice'):
+        build_sam3('cradio_tiny', 4, overrides=['backbone.window_size=2'], pretrained=False)
+    with pytest.raises(ValueError, match='whole number of pixels'):
+        build_sam3('cradio_tiny', overrides=['backbone.image_size=19x2'], pretrained=False)
+    with pytest.raises(ValueError, match='cradio_checkpoint'):
+        build_sam3('pe', cradio_checkpoint=CRADIO_TINY / 'model.pth.tar', pretrained=False)

@@ -1,7 +1,10 @@
-"""Tests for sam3_cradio.compat: each CPU shim fixes its sam3 0.1.4 blocker, without building the full SAM3.
+"""Tests for sam3_cradio.compat: each CPU shim fixes its sam3 0.1.4 blocker, the shims come off again exactly, the
+per-model overrides undo themselves, and all without building the full SAM3.
 
 The shims wrap sam3 functions; the original stays reachable as ``wrapper.__wrapped__``, which the tests call to
-show the blocker is real on this machine (skipped where CUDA is available, since then nothing fails).
+show the blocker is real on this machine (skipped where CUDA is available, since then nothing fails). Whether a
+shim acts is decided per call (``compat.needs_cpu_shims``); the tests that report CUDA as available
+(monkeypatching ``torch.cuda.is_available``) check that decision on any machine.
 """
 from __future__ import annotations
 
@@ -20,7 +23,7 @@ from torch import nn
 pytest.importorskip('sam3')
 
 from sam3_cradio import compat  # noqa: E402
-from sam3_cradio.compat import apply_cpu_shims, applied_cpu_shims, bpe_path  # noqa: E402
+from sam3_cradio.compat import applied_cpu_shims, apply_cpu_shims, bpe_path  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BPE_SIZE = 1_356_917
@@ -31,6 +34,12 @@ NO_DRIVER = (RuntimeError, AssertionError)  # "Found no NVIDIA driver" / "Torch 
 pytestmark = pytest.mark.filterwarnings('ignore:CUDA is not available or torch_xla is imported:UserWarning')
 
 needs_no_cuda = pytest.mark.skipif(torch.cuda.is_available(), reason='the blockers only exist without CUDA')
+
+
+@pytest.fixture
+def cuda_reported(monkeypatch):
+    """``torch.cuda.is_available()`` answers True: the shims' per-call decision as on a GPU machine."""
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
 
 
 @pytest.fixture(scope='module', autouse=True)
@@ -253,7 +262,12 @@ def test_video_postprocess_output_skips_pin_memory():
     assert out['out_boxes_xywh'].tolist() == [[2 / 16, 4 / 16, 7 / 16, 3 / 16]]
 
 
-def test_video_init_state_forces_offload_video_to_cpu(monkeypatch):
+@pytest.mark.parametrize('device, cuda, forced', [
+    (None, False, True),      # no CUDA: always on the CPU
+    ('cpu', True, True),      # a CPU model on a GPU machine still needs its frames on the CPU
+    ('cuda', True, False),    # a GPU model: sam3's own default
+])
+def test_video_init_state_forces_offload_video_to_cpu(monkeypatch, device, cuda, forced):
     from sam3.model import sam3_video_inference as svi
 
     seen = {}
@@ -263,10 +277,13 @@ def test_video_init_state_forces_offload_video_to_cpu(monkeypatch):
         raise StopIteration  # stop right after the argument we check
 
     monkeypatch.setattr(svi, 'load_resource_as_video_frames', fake_loader)
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: cuda)
     fake_self = types.SimpleNamespace(image_size=1008, image_mean=(0.5,) * 3, image_std=(0.5,) * 3)
+    if device is not None:
+        fake_self.device = torch.device(device)
     with pytest.raises(StopIteration):
         svi.Sam3VideoInference.init_state(fake_self, 'unused.mp4', False)  # positional offload_video_to_cpu
-    assert seen['offload_video_to_cpu'] is (not torch.cuda.is_available())
+    assert seen['offload_video_to_cpu'] is forced
 
 
 def _fake_detector(world_size: int = 1) -> types.SimpleNamespace:
@@ -286,8 +303,12 @@ def _fake_detector(world_size: int = 1) -> types.SimpleNamespace:
 
 
 @needs_no_cuda
-def test_tracker_features_cast_back_to_float32():
+@pytest.mark.parametrize('cuda', [False, True], ids=['no-cuda', 'cuda-reported'])
+def test_tracker_features_cast_back_to_float32(monkeypatch, cuda):
+    # the features are on the CPU: cast whether or not the machine has a GPU
     from sam3.model.sam3_image import Sam3ImageOnVideoMultiGPU
+
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: cuda)
 
     kwargs = dict(backbone_out={}, find_inputs=[None, None], geometric_prompt=None, frame_idx_begin=0,
                   frame_idx_end=1, num_frames=2)
@@ -311,9 +332,13 @@ def test_tracker_features_cast_back_to_float32():
     assert patched[0]['pred_masks'][0].dtype == torch.float32  # other entries untouched
 
 
-def test_connected_components_on_empty_batch():
+@pytest.mark.parametrize('cuda', [False, True], ids=['no-cuda', 'cuda-reported'])
+def test_connected_components_on_empty_batch(monkeypatch, cuda):
+    # sam3 sends only CPU tensors down this path; the fix applies to them on any machine
     pytest.importorskip('skimage')
     from sam3.perflib import connected_components as cc
+
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: cuda)
 
     empty = torch.zeros(0, 1, 8, 8, dtype=torch.bool)
     with pytest.raises(RuntimeError, match='non-empty'):
@@ -413,15 +438,200 @@ def test_connected_components_counts_equal_sam3(shims):
         assert counts.dtype == want_counts.dtype
 
 
-def test_tracker_memory_cast_to_float32_on_cpu(tracker):
-    # B15: an all-bfloat16 memory (no float32 object pointer) reaching the float32 memory attention
+def _memory_attention_inputs(tracker) -> tuple:
     enc = tracker.transformer.encoder
     n, b = 16 * 16, 1
     kwargs = dict(src=[torch.randn(n, b, 256)], src_key_padding_mask=[None], src_pos=[torch.randn(n, b, 256)],
-                  prompt=torch.randn(n, b, 64, dtype=torch.bfloat16), prompt_pos=torch.randn(n, b, 64, dtype=torch.bfloat16),
+                  prompt=torch.randn(n, b, 64, dtype=torch.bfloat16),
+                  prompt_pos=torch.randn(n, b, 64, dtype=torch.bfloat16),
                   prompt_key_padding_mask=None, feat_sizes=[(16, 16)], num_obj_ptr_tokens=0)
+    return enc, kwargs
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason='host-dependent: shows the CPU-only blocker (the original '
+                    'call failing); on a CUDA host the fixture tracker is built with its caches on the GPU')
+def test_tracker_memory_cast_to_float32_on_cpu(tracker):
+    # an all-bfloat16 memory (no float32 object pointer) reaching the float32 memory attention
+    enc, kwargs = _memory_attention_inputs(tracker)
     with torch.no_grad():
         with pytest.raises(RuntimeError, match='dtype'):
             type(enc).forward.__wrapped__(enc, **kwargs)
         out = enc(**kwargs)
     assert out['memory'].dtype == torch.float32 and torch.isfinite(out['memory']).all()
+
+
+def test_tracker_memory_cast_follows_the_features_device(tracker, cuda_reported):
+    # a GPU machine running a model on the CPU: the features are on the CPU, so the memory is still cast
+    enc, kwargs = _memory_attention_inputs(tracker)
+    with torch.no_grad():
+        out = enc(**kwargs)
+    assert out['memory'].dtype == torch.float32 and torch.isfinite(out['memory']).all()
+
+
+# ------------------------------------------------------------------------------------------------- when shims act
+
+@pytest.mark.parametrize('cuda, device, expected', [
+    (False, None, True), (False, 'cuda', True), (False, 'cpu', True),   # no CUDA: always
+    (True, None, False), (True, 'cuda', False), (True, 'cuda:1', False),  # a GPU machine, GPU model: never
+    (True, 'cpu', True), (True, torch.device('cpu'), True), (True, 'meta', True),  # ... a model off the GPU
+])
+def test_needs_cpu_shims(monkeypatch, cuda, device, expected):
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: cuda)
+    assert compat.needs_cpu_shims(device) is expected
+
+
+def test_cpu_tracker_on_a_gpu_machine_gets_the_shims(tracker, cuda_reported):
+    """The tracker is on the CPU: its `.cuda()` calls go to the CPU and nothing is pinned, although CUDA is
+    reported (sam3's own code would call `.cuda()` and `pin_memory()` here and fail without a driver)."""
+    torch.manual_seed(0)
+    B, h, C = 1, 8, tracker.hidden_dim
+    memory = {'maskmem_features': torch.randn(B, tracker.mem_dim, h, h).bfloat16(),
+              'maskmem_pos_enc': [torch.randn(B, tracker.mem_dim, h, h)], 'obj_ptr': torch.randn(B, C)}
+    kwargs = dict(frame_idx=1, is_init_cond_frame=False, current_vision_feats=[torch.randn(h * h, B, C)],
+                  current_vision_pos_embeds=[torch.randn(h * h, B, C)], feat_sizes=[(h, h)], num_frames=3,
+                  output_dict={'cond_frame_outputs': {0: memory}, 'non_cond_frame_outputs': {}})
+    with torch.inference_mode():
+        out = tracker._prepare_memory_conditioned_features(**kwargs)
+        state = tracker.init_state(video_height=32, video_width=32, num_frames=2, offload_state_to_cpu=False)
+    assert out.shape == (B, C, h, h) and out.device.type == 'cpu'
+    assert state['storage_device'] == torch.device('cpu') and state['offload_state_to_cpu']
+
+
+# ------------------------------------------------------------------------------------------------- removing
+
+def test_cpu_shims_context_keeps_an_applied_state(shims):
+    # applied before the block (the module fixture): still applied after it, the very same wrappers
+    before = _patched_targets()
+    with compat.cpu_shims() as names:
+        assert names == shims
+    assert applied_cpu_shims() == shims
+    after = _patched_targets()
+    assert all(a is b for name in before for a, b in zip(before[name], after[name]))
+
+
+def test_remove_cpu_shims_in_process_and_apply_again(shims):
+    from sam3.model.decoder import TransformerDecoder
+
+    patched = _patched_targets()
+    static_before = vars(TransformerDecoder)['_get_coords']
+    try:
+        assert compat.remove_cpu_shims() == shims and applied_cpu_shims() == []
+        restored = _patched_targets()
+        for name, fns in patched.items():
+            for wrapper, now in zip(fns, restored[name]):
+                assert now is wrapper.__wrapped__, name  # sam3's own function object is back
+                assert not hasattr(now, compat._SHIM_ATTR)
+        assert isinstance(vars(TransformerDecoder)['_get_coords'], staticmethod)  # still a staticmethod
+        assert vars(TransformerDecoder)['_get_coords'] is not static_before
+        assert compat.remove_cpu_shims() == []  # nothing left to remove
+    finally:
+        assert apply_cpu_shims() == shims  # the rest of the session needs them
+    assert all(getattr(f, compat._SHIM_ATTR) == n for n, fns in _patched_targets().items() for f in fns)
+
+
+_SITES = '''
+from sam3.model.decoder import TransformerDecoder, TransformerEncoderCrossAttention
+from sam3.model.geometry_encoders import SequenceGeometryEncoder
+from sam3.model.position_encoding import PositionEmbeddingSine
+from sam3.model.sam3_image import Sam3ImageOnVideoMultiGPU
+from sam3.model.sam3_tracker_base import Sam3TrackerBase
+from sam3.model.sam3_tracking_predictor import Sam3TrackerPredictor
+from sam3.model.sam3_video_inference import Sam3VideoInference
+from sam3.perflib import connected_components as cc
+SITES = [(PositionEmbeddingSine, '__init__'), (TransformerDecoder, '_get_coords'),
+         (SequenceGeometryEncoder, '_encode_boxes'), (Sam3TrackerBase, '_get_tpos_enc'),
+         (Sam3VideoInference, '_postprocess_output'), (Sam3TrackerBase, '_prepare_memory_conditioned_features'),
+         (Sam3TrackerPredictor, 'add_new_points_or_box'), (Sam3TrackerPredictor, 'init_state'),
+         (Sam3VideoInference, 'init_state'), (Sam3ImageOnVideoMultiGPU, '_build_multigpu_buffer_next_chunk'),
+         (TransformerEncoderCrossAttention, 'forward'), (cc, 'connected_components_cpu'),
+         (cc, 'connected_components_cpu_single')]
+def snapshot():
+    return [(owner, attr, attr in vars(owner), vars(owner).get(attr)) for owner, attr in SITES]
+'''
+
+
+def test_apply_remove_round_trip_restores_every_object():
+    """A fresh interpreter: sam3's attributes before any shim, with the shims, after removing them (the same
+    objects, `is`), inside and after the context manager, and after applying again."""
+    _run_python(_SITES + '''
+from sam3_cradio import compat
+pristine = snapshot()
+names = compat.apply_cpu_shims()
+assert names == list(compat.CPU_SHIMS), names
+assert all(now is not then for (*_, now), (*_, then) in zip(snapshot(), pristine))
+assert compat.remove_cpu_shims() == names and compat.applied_cpu_shims() == []
+for (owner, attr, own, now), (_, _, own0, then) in zip(snapshot(), pristine):
+    assert own == own0 and now is then, (owner, attr)
+with compat.cpu_shims() as inside:
+    assert inside == names
+    assert all(now is not then for (*_, now), (*_, then) in zip(snapshot(), pristine))
+assert all(now is then for (*_, now), (*_, then) in zip(snapshot(), pristine))  # applied by the block: removed
+assert compat.apply_cpu_shims() == names == compat.apply_cpu_shims()  # applies again, idempotent
+''')
+
+
+def test_edt_stub_is_removed_with_the_shims():
+    _run_python('import sys; sys.modules["triton"] = None\n' + '''
+from sam3_cradio import compat
+names = compat.apply_cpu_shims()
+stub = sys.modules['sam3.model.edt']
+assert names[0] == 'edt_stub' and getattr(stub, compat._SHIM_ATTR) == 'edt_stub'
+assert 'edt_stub' in compat.remove_cpu_shims()
+assert 'sam3.model.edt' not in sys.modules
+''')
+
+
+# ------------------------------------------------------------------------------------------------- per-model overrides
+
+def test_override_propagation_plan_answers_for_one_model_then_undoes_itself():
+    from sam3.model.sam3_video_inference import Sam3VideoInferenceWithInstanceInteractivity as Video
+
+    model, other = Video.__new__(Video), Video.__new__(Video)  # no weights: only the method lookup matters
+    history = {'action_history': [], 'num_frames': 3}
+    assert model.parse_action_history_for_propagation(history) == ('propagation_full', None)  # sam3's own answer
+    with compat.override_propagation_plan(model, ('propagation_partial', [4, 7])):
+        assert model.parse_action_history_for_propagation(history) == ('propagation_partial', [4, 7])
+        assert other.parse_action_history_for_propagation(history) == ('propagation_full', None)
+        with compat.override_propagation_plan(model, ('propagation_fetch', None)):
+            assert model.parse_action_history_for_propagation(history) == ('propagation_fetch', None)
+        assert model.parse_action_history_for_propagation(history) == ('propagation_partial', [4, 7])
+    assert 'parse_action_history_for_propagation' not in vars(model)
+    assert model.parse_action_history_for_propagation(history) == ('propagation_full', None)
+    with pytest.raises(ValueError, match='unknown propagation type'):
+        with compat.override_propagation_plan(model, ('propagation_everything', None)):
+            pass
+    with pytest.raises(KeyError):  # an error inside the block still restores the method
+        with compat.override_propagation_plan(model, ('propagation_fetch', None)):
+            raise KeyError('x')
+    assert 'parse_action_history_for_propagation' not in vars(model)
+
+
+def test_tracker_non_overlap_output(tracker):
+    # two objects' logits overlapping in the middle column: with the flag, each pixel goes to the higher logit
+    logits = torch.full((2, 1, 4, 4), -5.0)
+    logits[0, 0, :, :3] = 2.0
+    logits[1, 0, :, 2:] = 3.0
+    state = {'device': torch.device('cpu'), 'video_height': 4, 'video_width': 4}
+    assert tracker.non_overlap_masks_for_output is False  # as sam3's builder makes it (model_builder.py:469)
+    _, out = tracker._get_orig_video_res_output(state, logits)
+    assert ((out[0] > 0) & (out[1] > 0)).sum() == 4  # the shared column
+    with compat.tracker_non_overlap_output(tracker, True):
+        assert tracker.non_overlap_masks_for_output is True
+        _, out = tracker._get_orig_video_res_output(state, logits)
+        assert not ((out[0] > 0) & (out[1] > 0)).any() and (out[1, 0, :, 2] > 0).all()
+    assert tracker.non_overlap_masks_for_output is False
+    with pytest.raises(KeyError), compat.tracker_non_overlap_output(tracker, True):
+        raise KeyError('x')
+    assert tracker.non_overlap_masks_for_output is False
+
+
+def test_set_interactive_feature_sizes(tracker):
+    from sam3.model.sam1_task_predictor import SAM3InteractiveImagePredictor
+
+    model = nn.ModuleDict({'inst': SAM3InteractiveImagePredictor(tracker), 'other': nn.Linear(2, 2)})
+    assert compat.set_interactive_feature_sizes(model, 16) == 1
+    assert model['inst']._bb_feat_sizes == [(64, 64), (32, 32), (16, 16)]
+    assert SAM3InteractiveImagePredictor(tracker)._bb_feat_sizes == [(288, 288), (144, 144), (72, 72)]  # class as is
+    assert compat.set_interactive_feature_sizes(nn.Linear(2, 2), 16) == 0
+    with pytest.raises(ValueError, match='positive'):
+        compat.set_interactive_feature_sizes(model, 0)

@@ -10,16 +10,15 @@ import json
 import pytest
 import torch
 
+from conftest import CRADIO_TINY
 from sam3_cradio import load_cradio
 from sam3_cradio.adaptors import AttnHead
-
-from conftest import CRADIO_TINY
 
 TOL = 1e-4
 ADAPTORS = ['siglip2-g', 'dino_v3_7b', 'sam3']
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _model(window):
     return load_cradio(CRADIO_TINY / 'model.pth.tar', adaptor_names=ADAPTORS, window_size=window)
 

@@ -115,9 +115,36 @@ def test_refuses_arbitrary_pickles(tmp_path, tiny_ckpt):
     chk['extra'] = _Payload()
     path = tmp_path / 'evil.pth.tar'
     torch.save(chk, path)
-    with pytest.raises(CheckpointError, match='allow-list'):
+    with pytest.raises(CheckpointError, match='allow-list') as e:
         load_cradio(path)
     assert not _Payload.marker.exists()
+    # the refused object is named, and turning the safety off is never suggested
+    assert 'objects outside the safe allow-list' in str(e.value) and ': getattr.' in str(e.value)
+    assert 'weights_only' not in str(e.value) and 'issue' not in str(e.value).lower()
+
+
+@pytest.mark.parametrize('content,match', [
+    (b'hello, I am a text file\n', r"is not a PyTorch checkpoint: it starts with b'hell'"),
+    (b'', 'is not a PyTorch checkpoint: it is empty'),
+])
+def test_a_file_that_is_not_a_checkpoint(tmp_path, content, match):
+    path = tmp_path / 'notes.pth.tar'
+    path.write_bytes(content)
+    with pytest.raises(CheckpointError, match=match) as e:
+        load_cradio(path)
+    assert 'weights_only' not in str(e.value) and 'allow-list' not in str(e.value)
+    assert path.read_bytes() == content
+
+
+def test_a_damaged_legacy_pickle_says_download_again(tmp_path):
+    import pickle
+
+    path = tmp_path / 'legacy.pth.tar'
+    data = pickle.dumps({'state_dict': {}, 'args': {'x': list(range(1000))}}, protocol=2)
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match='download it again') as e:
+        load_cradio(path)
+    assert 'allow-list' not in str(e.value) and 'weights_only' not in str(e.value)
 
 
 def test_unknown_adaptor_lists_teachers(tiny_ckpt):
@@ -169,6 +196,7 @@ def test_release_from_hf_cache(hf_cache, tiny_ckpt, tiny_ref):
 
 def test_release_unreachable_hub_fails_fast(hf_cache, monkeypatch):
     import huggingface_hub.constants as c
+
     from sam3_cradio import checkpoint
     monkeypatch.setattr(c, 'HF_HUB_OFFLINE', False)
     monkeypatch.setattr(checkpoint, '_unreachable', lambda endpoint: f'{endpoint} is unreachable: no route')

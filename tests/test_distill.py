@@ -10,8 +10,18 @@ from torch import nn
 
 from sam3_cradio.cradio import create_cradio, load_cradio
 from sam3_cradio.distill import (
-    AngularDispersion, aligned_overlap, angle_loss, damp, dense_shift_loss, ema_update, load_distill_config,
-    main_distill, mesa_loss, overlap_box, set_trainable, train,
+    AngularDispersion,
+    aligned_overlap,
+    angle_loss,
+    damp,
+    dense_shift_loss,
+    ema_update,
+    load_distill_config,
+    main_distill,
+    mesa_loss,
+    overlap_box,
+    set_trainable,
+    train,
 )
 from sam3_cradio.distill.data import EpochSampler, ResolutionSampler
 
@@ -309,18 +319,46 @@ def test_distilled_student_loads_into_sam3(photos, tmp_path):
 
 def test_pe_teacher_is_frozen_and_sees_sam3_normalisation():
     from sam3_cradio.distill import PETeacher
+    from sam3_cradio.distill.train import build_teacher
 
     cfg = load_distill_config('tiny', ['data.images=x', 'run.out_dir=y'])
-    teacher = PETeacher.from_config([f'backbone.image_size={cfg.teachers.pe.image_size}', *cfg.teachers.pe.overrides])
+    t = cfg.teachers.pe
+    teacher = PETeacher.from_config(t.backbone, t.image_size, t.overrides)
     teacher.train()
     assert not teacher.training and not any(p.requires_grad for p in teacher.parameters())
-    assert teacher.input_size(96, 64) == (112, 112)
+    assert teacher.input_size(96, 64) == (112, 112) and teacher.patch_size == 14
+    # the tiny config's numbers on pe_tiny's layout; the window is the registry's (pe_tiny: 4), not an override
+    blocks = teacher.trunk.blocks
+    assert len(blocks) == 2 and [b.window_size for b in blocks] == [4, 0]
+    assert not any('window' in o for o in t.overrides)
     x = torch.rand(1, 3, 112, 112)
     with torch.no_grad():
         out = teacher(x)
         ref = teacher.trunk((x - 0.5) / 0.5)[-1]
     assert out.summary is None and out.features.shape == (1, 64, 8, 8)
     torch.testing.assert_close(out.features, ref)
+    # the trainer builds the same teacher from the config entry
+    torch.manual_seed(0)
+    a = build_teacher(t, torch.device('cpu'))
+    torch.manual_seed(0)
+    b = PETeacher.from_config('pe_tiny', 112, t.overrides)
+    assert a.state_dict().keys() == b.state_dict().keys()
+    assert all(torch.equal(a.state_dict()[k], b.state_dict()[k]) for k in a.state_dict())
+
+
+def test_pe_teacher_refuses_windows_and_non_pe_backbones():
+    from sam3_cradio.distill import PETeacher
+    from sam3_cradio.distill.train import build_teacher
+
+    with pytest.raises(ValueError, match='ModelSpec fixes window and resolution'):
+        PETeacher.from_config('pe_tiny', 112, ['backbone.window_size=2'])
+    with pytest.raises(ValueError, match="needs a PE backbone.*'cradio_tiny'"):
+        PETeacher.from_config('cradio_tiny')
+    with pytest.raises(ValueError, match='not a multiple of pe_tiny'):
+        PETeacher.from_config('pe_tiny', 100)
+    cfg = load_distill_config('tiny', ['data.images=x', 'run.out_dir=y', 'teachers.pe.pretrained=true'])
+    with pytest.raises(ValueError, match="'pe_tiny' has no released weights"):
+        build_teacher(cfg.teachers.pe, torch.device('cpu'))
 
 
 def test_shift_larger_than_crop_is_refused(photos, tmp_path):

@@ -1,4 +1,5 @@
-"""Eval runners end to end on small real image and video sets, through the tiny model, on CPU.
+"""The evaluations (``sam3-cradio eval NAME``, ``eval/<name>.py``) end to end on small real image and video sets,
+through the tiny models, on CPU.
 
 Data is made at test time from scikit-image's sample photos and the repo's two photos:
 
@@ -266,39 +267,37 @@ def _records(out: Path) -> int:
     return sum(len([x for x in p.read_text().splitlines() if x.strip()]) for p in (out / 'records').glob('*.jsonl'))
 
 
-def _blob_tracker(mod) -> None:
-    """Make the tracker of the model ``mod`` builds confident: its mask decoder outputs a fixed blob (random SAM3
-    weights otherwise lose every object, and J&F would be 0 whatever the pipeline does)."""
-    build = mod.build_model
+def evaluate(argv: list) -> int:
+    """``sam3-cradio eval ARGV`` in this process, user errors raised (not turned into exit 2)."""
+    from sam3_cradio.evaluation.cli import main
+
+    return main(argv)
+
+
+@pytest.fixture
+def blob_tracker(monkeypatch) -> None:
+    """Make the tracker of the models the VOS evaluation builds confident: its mask decoder outputs a fixed blob
+    (random SAM3 weights otherwise lose every object, and J&F would be 0 whatever the pipeline does)."""
+    from sam3_cradio.evaluation.commands import vos
+
+    build = vos.build_model
 
     def build_confident(*args, **kwargs):
         model = build(*args, **kwargs)
         make_tracker_confident(model, x_range=(1 / 4, 1 / 2))
         return model
 
-    mod.build_model = build_confident
+    monkeypatch.setattr(vos, 'build_model', build_confident)
 
 
-def _load(script: str):
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(f'_eval_{script}', ROOT / 'eval' / f'{script}.py')
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
-    return mod
-
-
-def _resume_check(monkeypatch, tmp_path, script: str, argv: list, crash_after: int, patch=None) -> dict:
-    """Run uninterrupted; run again into another folder with a crash after ``crash_after`` records, then resume
-    there; the resumed metrics must equal the uninterrupted ones. Returns the metrics."""
+def _resume_check(monkeypatch, tmp_path, name: str, argv: list, crash_after: int) -> dict:
+    """Run ``sam3-cradio eval NAME`` uninterrupted; run again into another folder with a crash after
+    ``crash_after`` records, then resume there; the resumed metrics must equal the uninterrupted ones. Returns the
+    metrics."""
     from sam3_cradio.evaluation import InjectedCrash
 
     def run(out):
-        mod = _load(script)
-        if patch:
-            patch(mod)
-        return mod.main(argv + ['--out', str(out)])
+        return evaluate([name, *argv, '--out', str(out)])
 
     full, crashed = tmp_path / 'full', tmp_path / 'crashed'
     assert run(full) == 0
@@ -412,10 +411,12 @@ def test_missing_or_malformed_annotations_fail_at_the_start(data_root, tmp_path,
         (tmp_path / 'y.png').rename(first)
 
     # the command line reports it in one line, before building any model
-    mod = _load('coco')
+    from sam3_cradio.cli import main
+
     argv = ['--ann', str(tmp_path / 'nope.json'), '--images', str(coco / 'images'), '--out', str(tmp_path / 'o')]
-    assert mod.cli(mod.main, argv + MODEL_ARGS) == 2
-    assert 'error: COCO annotation file' in capsys.readouterr().err
+    assert main(['eval', 'coco', *argv, *MODEL_ARGS]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith('error: COCO annotation file') and err.count('\n') == 1
     assert not (tmp_path / 'o').exists()
 
 
@@ -453,9 +454,11 @@ def test_coco_text_prompts_end_to_end(coco_full):
 
 
 def test_coco_resumes_after_a_kill(data_root, coco_full, tmp_path):
+    # killed and resumed through `sam3-cradio eval coco`, compared with the run of the eval/coco.py entry point
     out = tmp_path / 'killed'
-    proc = subprocess.Popen([sys.executable, *_coco_args(data_root, out)], cwd=ROOT, env=_env(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    args = ['-m', 'sam3_cradio.cli', 'eval', 'coco', *_coco_args(data_root, out)[1:]]
+    proc = subprocess.Popen([sys.executable, *args], cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
     records = out / 'records' / 'rank00000.jsonl'
     deadline = time.time() + 240
     try:
@@ -470,7 +473,7 @@ def test_coco_resumes_after_a_kill(data_root, coco_full, tmp_path):
     done = _records(out)
     assert 1 <= done < 5, f'the run was not killed part-way ({done} records)'
     assert not (out / 'metrics.json').exists()
-    r = _run(_coco_args(data_root, out))
+    r = _run(args)
     assert r.returncode == 0, r.stderr[-3000:]
     resumed = json.loads((out / 'metrics.json').read_text())
     assert resumed['predicted_this_run'] == 5 - done
@@ -493,11 +496,109 @@ def test_coco_torchrun_two_processes_equals_one(data_root, coco_full, tmp_path):
 
 
 def test_a_different_run_into_the_same_folder_is_refused(data_root, coco_full):
-    mod = _load('coco')
     args = _coco_args(data_root, coco_full)[1:]
     args[args.index('--min-score') + 1] = '0.4'
     with pytest.raises(ValueError, match=r'holds records of a different run \(min_score: 0.3 -> 0.4\)'):
-        mod.main(args)
+        evaluate(['coco', *args])
+    args = _coco_args(data_root, coco_full)[1:] + ['--window-size', '8']
+    with pytest.raises(ValueError, match=r"holds records of a different run \(window_size: 'global' -> 8\)"):
+        evaluate(['coco', *args])
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The command line: sam3-cradio eval NAME
+# ---------------------------------------------------------------------------------------------------------------
+
+OPTIONS = {
+    'coco': ['--ann', '--images', '--min-score', '--max-dets', '--window-size'],
+    'coco-boxes': ['--ann', '--images', '--center-point', '--min-area', '--window-size'],
+    'saco-gold': ['--gt-dir', '--image-dir', '--sa1b-image-dir', '--subsets', '--score-threshold', '--window-size'],
+    'vos': ['--dataset', '--root', '--split', '--resolution', '--non-overlap', '--overlap', '--window-size'],
+    'features': ['--images', '--windows', '--reference', '--reference-override'],
+}
+COMMON = ['--backbone', '--sam3-checkpoint', '--cradio-checkpoint', '--random-weights', '--override', '--seed',
+          '--out', '--limit', '--overwrite', '--device', '--no-progress', '--threads']
+
+
+@pytest.mark.parametrize('name', list(OPTIONS))
+def test_every_evaluation_has_its_help(name, capsys):
+    from sam3_cradio.cli import main
+    from sam3_cradio.evaluation.cli import EVALUATIONS
+
+    assert list(EVALUATIONS) == list(OPTIONS)
+    with pytest.raises(SystemExit) as e:
+        main(['eval', name, '--help'])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f'usage: sam3-cradio eval {name} ')
+    for option in OPTIONS[name] + COMMON:
+        assert f' {option}' in out, option
+
+
+def test_eval_lists_the_evaluations_and_scripts_are_the_same_command(capsys):
+    from sam3_cradio.cli import main
+
+    assert main(['eval']) == 2
+    listing = capsys.readouterr().err
+    assert listing.startswith('usage: sam3-cradio eval NAME')
+    assert [line.split()[0] for line in listing.splitlines()[3:]] == list(OPTIONS)
+    assert main(['eval', '--help']) == 0 and capsys.readouterr().out == listing
+    assert main(['eval', 'davis']) == 2
+    assert capsys.readouterr().err == ("error: unknown evaluation 'davis'; choose one of: coco, coco-boxes, "
+                                       'saco-gold, vos, features (sam3-cradio eval NAME --help)\n')
+    # eval/<name>.py is a thin entry point to the same command
+    with pytest.raises(SystemExit):
+        main(['eval', 'coco_boxes', '--help'])  # the script's spelling works too
+    in_process = capsys.readouterr().out
+    r = _run(['eval/coco_boxes.py', '--help'], timeout=120)
+    assert r.returncode == 0 and r.stdout == in_process
+
+
+def test_pe_takes_no_window_and_nothing_is_written(data_root, tmp_path, capsys):
+    from sam3_cradio.cli import main
+
+    coco = data_root / 'coco'
+    argv = ['eval', 'coco', '--ann', str(coco / 'instances_mini.json'), '--images', str(coco / 'images'),
+            '--random-weights', '--device', 'cpu', '--out', str(tmp_path / 'o')]
+    for model in (['--backbone', 'pe', '--window-size', '12'], ['--backbone', 'pe:12'],
+                  ['--backbone', 'pe', 'pe_tiny', '--window-size', '12']):
+        assert main(argv + model) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: pe's attention window is fixed at 24 by its checkpoint") and err.count('\n') == 1
+    assert main(argv + ['--backbone', 'pe', '--cradio-checkpoint', str(TINY)]) == 2
+    assert '--cradio-checkpoint applies to C-RADIO backbones' in capsys.readouterr().err
+    assert main(argv + ['--backbone', 'cradio_tiny', '--window-size', '5']) == 2
+    assert 'window 5 does not divide the 16x16 token grid' in capsys.readouterr().err
+    assert not (tmp_path / 'o').exists()
+
+
+def test_sam3_cradio_eval_coco_with_c_radio_and_pe_in_process(data_root, coco_full, tmp_path, capsys):
+    """`sam3-cradio eval coco` in this process: cradio_tiny gives the records the eval/coco.py run gave, and
+    pe_tiny (PE's layout, window fixed at 4) runs with no window given; --window-size and --cradio-checkpoint go
+    to the C-RADIO model only."""
+    from sam3_cradio.cli import main
+
+    out = tmp_path / 'cmp'
+    argv = _coco_args(data_root, out)[1:] + ['--limit', '2', '--backbone', 'cradio_tiny', 'pe_tiny',
+                                             '--window-size', 'global']
+    assert main(['eval', 'coco', *argv]) == 0
+    assert '| model | mask AP | box AP |' in capsys.readouterr().out
+    comparison = json.loads((out / 'comparison.json').read_text())
+    assert list(comparison['models']) == ['cradio_tiny', 'pe_tiny']
+    assert comparison['models']['pe_tiny']['title'] == 'PE tiny (random weights)'
+    ours = {json.loads(line)['id']: json.loads(line)['data']
+            for line in (out / 'cradio_tiny' / 'records' / 'rank00000.jsonl').read_text().splitlines()}
+    full = {json.loads(line)['id']: json.loads(line)['data']
+            for line in (coco_full / 'records' / 'rank00000.jsonl').read_text().splitlines()}
+    assert list(ours) == [1, 2] and ours == {i: full[i] for i in ours}
+    pe = json.loads((out / 'pe_tiny' / 'metrics.json').read_text())
+    fp = pe['fingerprint']
+    assert (fp['backbone'], fp['window_size'], fp['resolution'], fp['pretrained'], fp['cradio_checkpoint']) == \
+        ('pe_tiny', 4, 168, False, None)
+    fp = json.loads((out / 'cradio_tiny' / 'metrics.json').read_text())['fingerprint']
+    assert (fp['window_size'], fp['cradio_checkpoint']) == ('global', str(TINY.resolve()))
+    assert pe['num_units'] == 2 and pe['metrics']['num_images'] == 2
+    assert '## COCO text prompts: PE tiny (random weights)' in (out / 'pe_tiny' / 'metrics.md').read_text()
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -534,9 +635,9 @@ def test_saco_gold_cgf1_resumes(data_root, monkeypatch, tmp_path):
     assert "score >= 0.3 (the reference fork's threshold, not SAM3's 0.5)" in md and '**average**' in md
 
 
-def test_davis_jf_resumes(data_root, monkeypatch, tmp_path):
+def test_davis_jf_resumes(data_root, monkeypatch, tmp_path, blob_tracker):
     argv = ['--dataset', 'davis', '--root', str(data_root / 'davis'), *MODEL_ARGS]
-    result = _resume_check(monkeypatch, tmp_path, 'vos', argv, crash_after=1, patch=_blob_tracker)
+    result = _resume_check(monkeypatch, tmp_path, 'vos', argv, crash_after=1)
     m = result['metrics']
     assert set(m['per_sequence']) == {'coins-a', 'coins-b'} and m['num_objects'] == 4
     assert m['num_frames'] == 4 * 3  # 5 frames per sequence, first and last dropped
@@ -549,11 +650,9 @@ def test_davis_jf_resumes(data_root, monkeypatch, tmp_path):
     assert rec['objects']['1']['frames'] == [0, 1, 2, 3, 4]
 
 
-def test_sav_jf_on_annotated_frames(data_root, tmp_path):
-    mod = _load('vos')
-    _blob_tracker(mod)
+def test_sav_jf_on_annotated_frames(data_root, tmp_path, blob_tracker):
     out = tmp_path / 'sav'
-    assert mod.main(['--dataset', 'sav', '--root', str(data_root / 'sav'), '--out', str(out), *MODEL_ARGS]) == 0
+    assert evaluate(['vos', '--dataset', 'sav', '--root', str(data_root / 'sav'), '--out', str(out), *MODEL_ARGS]) == 0
     m = _metrics(out)
     # 7 frames, annotated every 2nd (0, 2, 4, 6): first and last annotated frames dropped -> 2 per object
     assert m['num_objects'] == 2 and m['num_frames'] == 2 * 2
@@ -562,18 +661,19 @@ def test_sav_jf_on_annotated_frames(data_root, tmp_path):
     assert rec['objects']['0']['frames'] == [0, 2, 4, 6] and rec['num_frames'] == 7
 
 
-TINY_PE = ['dims=tiny', 'backbone.image_size=112', 'trunk.embed_dim=64', 'trunk.depth=2', 'trunk.num_heads=2',
-           'trunk.global_att_blocks=[1]', 'backbone.window_size=4']
+# pe_tiny (PE's layout: windows of 4 tokens on a 12-token grid) at the width of cradio_tiny's sam3 adaptor (64)
+TINY_PE = ['trunk.embed_dim=64', 'trunk.depth=2', 'trunk.num_heads=2', 'trunk.global_att_blocks=[1]']
 
 
 def test_feature_fidelity_resumes(data_root, monkeypatch, tmp_path):
     ref = [x for o in TINY_PE for x in ('--reference-override', o)]
     argv = ['--images', str(data_root / 'coco' / 'images'), '--windows', 'global', '4', '8', '--limit', '3',
-            '--backbone', 'cradio_tiny', '--cradio-checkpoint', str(TINY), '--random-weights', *ref,
-            '--device', 'cpu', '--no-progress', '--threads', '1']
+            '--backbone', 'cradio_tiny', '--cradio-checkpoint', str(TINY), '--random-weights',
+            '--reference', 'pe_tiny', *ref, '--device', 'cpu', '--no-progress', '--threads', '1']
     result = _resume_check(monkeypatch, tmp_path, 'features', argv, crash_after=2)
     m = result['metrics']
     assert m['windows'] == ['global', '4', '8'] and len(m['per_image']) == 3
+    assert result['fingerprint']['reference'] == 'pe_tiny' and result['fingerprint']['resolution'] == 256
     maps = {'trunk', 'neck_4x', 'neck_2x', 'neck_1x', 'neck_0.5x'}
     for w in m['windows']:
         assert set(m['summary'][w]) == maps
@@ -586,12 +686,27 @@ def test_feature_fidelity_resumes(data_root, monkeypatch, tmp_path):
     assert '| window | trunk cos | trunk rel.err |' in table
 
 
-def test_feature_windows_must_divide_the_grid(data_root, tmp_path):
-    mod = _load('features')
+def test_feature_windows_come_from_the_registry(data_root, tmp_path, monkeypatch):
+    from sam3_cradio.evaluation.commands import features
+    from sam3_cradio.registry import get_backbone
+
     argv = ['--images', str(data_root / 'coco' / 'images'), '--windows', '5', '--backbone', 'cradio_tiny',
             '--random-weights', '--out', str(tmp_path / 'o')]
-    with pytest.raises(ValueError, match=r'windows \[5\] do not divide the 16x16 token grid'):
-        mod.main(argv)
+    with pytest.raises(ValueError, match=r'window 5 does not divide the 16x16 token grid of cradio_tiny'):
+        evaluate(['features', *argv])
+    with pytest.raises(ValueError, match=r"'pe' is not a C-RADIO backbone"):
+        evaluate(['features', *argv[:-5], '--backbone', 'pe', '--out', str(tmp_path / 'o')])
+    with pytest.raises(ValueError, match='sweeps windows'):
+        evaluate(['features', *argv[:-5], '--backbone', 'cradio_tiny:8', '--out', str(tmp_path / 'o')])
+    assert not (tmp_path / 'o').exists()
+    # without --windows: global and the registry's suggested windows of the 16-token grid
+    seen = {}
+    monkeypatch.setattr(features, 'run_models', lambda args, make_spec, anchor, models, echo: seen.setdefault(
+        'labels', make_spec(models[0]).fingerprint['windows']))
+    assert evaluate(['features', *argv[:2], '--backbone', 'cradio_tiny', '--random-weights',
+                     '--out', str(tmp_path / 'o')]) == 0
+    assert seen['labels'] == ['global', *map(str, get_backbone('cradio_tiny').suggested_windows())] \
+        == ['global', '2', '4']
 
 
 def test_several_models_side_by_side_in_one_command(data_root, tmp_path):
@@ -600,23 +715,28 @@ def test_several_models_side_by_side_in_one_command(data_root, tmp_path):
     argv = ['--gt-dir', str(gold / 'gt-annotations'), '--image-dir', str(gold / 'metaclip-images'),
             '--sa1b-image-dir', str(gold / 'sa1b-images'), '--score-threshold', '0.3', '--limit', '2', *MODEL_ARGS,
             '--backbone', 'cradio_tiny', 'cradio_tiny:8', '--out', str(out)]
-    assert _load('saco_gold').main(argv) == 0
+    assert evaluate(['saco-gold', *argv]) == 0
     comparison = json.loads((out / 'comparison.json').read_text())
     assert list(comparison['models']) == ['cradio_tiny', 'cradio_tiny-w8']
-    for label, window in (('cradio_tiny', None), ('cradio_tiny-w8', 8)):
+    for label, window in (('cradio_tiny', 'global'), ('cradio_tiny-w8', 8)):
         result = json.loads((out / label / 'metrics.json').read_text())
         assert result['fingerprint']['window_size'] == window and result['num_units'] == 2
+        assert result['fingerprint']['backbone'] == 'cradio_tiny' and result['fingerprint']['resolution'] == 256
         assert comparison['models'][label]['headline']['cgF1'] == pytest.approx(result['metrics']['average']['cgf1'])
+    assert comparison['models']['cradio_tiny-w8']['title'] == 'C-RADIO tiny (random weights) · window 8'
     md = (out / 'comparison.md').read_text()
     assert '| model | cgF1 | IL_MCC | pmF1 |' in md and '| cradio_tiny-w8 |' in md and 'score >= 0.3' in md
-    with pytest.raises(ValueError, match="PE's windows are fixed"):
-        _load('saco_gold').main(argv[:-3] + ['pe:8', '--out', str(out)])
+    assert '- cradio_tiny: C-RADIO tiny (random weights) · global attention' in md
+    with pytest.raises(ValueError, match="pe's attention window is fixed at 24"):
+        evaluate(['saco-gold', *argv[:-3], 'pe:8', '--out', str(out)])
+    with pytest.raises(ValueError, match='names a model twice'):
+        evaluate(['saco-gold', *argv[:-3], 'cradio_tiny:global', '--out', str(out)])
 
 
 def test_video_torchrun_two_processes_equals_one(data_root, tmp_path):
     # sam3's video classes read RANK / WORLD_SIZE to split frames over GPUs; each rank must run whole sequences
     args = ['--dataset', 'davis', '--root', str(data_root / 'davis'), *MODEL_ARGS]
-    assert _load('vos').main(args + ['--out', str(tmp_path / 'one')]) == 0
+    assert evaluate(['vos', *args, '--out', str(tmp_path / 'one')]) == 0
     r = _run(['-m', 'torch.distributed.run', '--standalone', '--nproc_per_node', '2', 'eval/vos.py', *args,
               '--out', str(tmp_path / 'two')])
     assert r.returncode == 0, r.stderr[-3000:]

@@ -32,6 +32,34 @@ def test_odd_images_become_rgb(tmp_path, astronaut):
     assert to_rgb_array(tmp_path / 'palette.png').shape == (512, 512, 3)
 
 
+@pytest.mark.parametrize('make,match', [
+    (lambda a: a.astype(np.float32), r'float image with values .*must hold values in \[0, 1\].*divide by 255'),
+    (lambda a: a.astype(np.float64) * 2 - 1, r'must hold values in \[0, 1\]'),
+    (lambda a: a.astype(np.int32) * 16, r'int32 image with values 0\.\.\d+: .*8-bit values'),
+    (lambda a: a.astype(np.int16) - 128, r'int16 image with values -128'),
+    (lambda a: a.astype(np.complex64), 'unsupported image dtype complex64'),
+])
+def test_ambiguous_pixel_values_are_refused_with_the_rule(astronaut, make, match):
+    """A [0, 255] float photo used to be clipped to [0, 1] (90% of it white); now every dtype follows one rule."""
+    with pytest.raises(ValueError, match=match):
+        to_rgb_array(make(astronaut))
+
+
+def test_pixel_value_rule(astronaut):
+    assert np.array_equal(to_rgb_array(astronaut.astype(np.int64)), astronaut)        # 8-bit values in any int
+    assert np.array_equal(to_rgb_array(astronaut.astype(np.float32) / 255), astronaut)
+    assert np.array_equal(to_rgb_array(np.clip(astronaut / 255 + 5e-4, 0, 1.0005)), to_rgb_array(astronaut / 255 + 5e-4))
+    assert to_rgb_array(np.ones((2, 2), bool)).max() == 255
+
+
+def test_animated_gif_uses_the_first_frame_and_says_so(tmp_path, astronaut):
+    frames = [Image.fromarray(astronaut), Image.fromarray(255 - astronaut)]
+    frames[0].save(tmp_path / 'anim.gif', save_all=True, append_images=frames[1:])
+    with pytest.warns(UserWarning, match='anim.gif has 2 frames; using the first'):
+        first = to_rgb_array(tmp_path / 'anim.gif')
+    assert np.abs(first.astype(int) - astronaut).mean() < 40  # palette-quantised frame 0, not the inverted frame 1
+
+
 def test_bad_images(tmp_path):
     (tmp_path / 'notes.txt').write_text('not an image')
     with pytest.raises(ValueError, match='not an image'):
@@ -50,7 +78,16 @@ def test_bad_images(tmp_path):
 def test_image_to_tensor(astronaut):
     x = image_to_tensor(astronaut, (256, 128))
     assert x.shape == (1, 3, 256, 128) and x.dtype == torch.float32
-    assert 0.0 <= x.min() and x.max() <= 1.0
+    # an antialiased bilinear downscale: each output pixel is close to the mean of its 2 x 4 source block
+    blocks = torch.from_numpy(astronaut).float().div(255).permute(2, 0, 1).reshape(3, 256, 2, 128, 4).mean((2, 4))
+    assert (x[0] - blocks).abs().mean() < 0.02
+    # a constant image stays that constant at any size (no ringing, no range change)
+    flat = image_to_tensor(np.full((37, 53, 3), 200, np.uint8), (64, 96))
+    torch.testing.assert_close(flat, torch.full((1, 3, 64, 96), 200 / 255), rtol=0, atol=1e-6)
+    # the channel order is RGB, as read
+    red = np.zeros((8, 8, 3), np.uint8)
+    red[..., 0] = 255
+    assert image_to_tensor(red, (4, 4))[0, :, 0, 0].tolist() == [1.0, 0.0, 0.0]
 
 
 def test_encode_command(tmp_path, tiny_ckpt, astronaut, capsys):

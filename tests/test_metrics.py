@@ -13,8 +13,7 @@ import numpy as np
 import pycocotools.mask as mask_utils
 import pytest
 
-from sam3_cradio.metrics import (BoxPromptMIoU, BoxPromptMIoUMetric, CgF1Metric, CocoMetric, DavisMetric,
-                                 average_cgf1)
+from sam3_cradio.metrics import BoxPromptMIoU, BoxPromptMIoUMetric, CgF1Metric, CocoMetric, DavisMetric, average_cgf1
 from sam3_cradio.metrics.davis import _bound_pix, db_eval_boundary, db_eval_iou, db_statistics, seg2bmap
 
 # 101 recall thresholds of pycocotools' COCOeval.Params

@@ -1,15 +1,17 @@
 """End to end on a tiny SAM3 + the NVIDIA fixture's C-RADIO, on real photos: text, box and point prompts, odd
-images and bad prompts, and the `sam3-cradio segment` command."""
+images and bad prompts, the `sam3-cradio segment` command; Sam3Result <-> supervision.Detections and drawing."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
+import supervision as sv
+import torch
 from PIL import Image
 
-from sam3_cradio.cli import main
-from sam3_cradio.predictor import Sam3ImagePredictor, Sam3Result
-
 from conftest import CRADIO_TINY, IMAGES
+from sam3_cradio.cli import main
+from sam3_cradio.draw import annotate, default_labels, draw_detections
+from sam3_cradio.predictor import Sam3ImagePredictor, Sam3Result, masks_to_boxes
 
 PHOTO = IMAGES / 'coffee.jpg'   # 400 x 600
 
@@ -35,16 +37,62 @@ def test_text_prompt(predictor):
     _well_formed(r)
     assert len(r) > 0 and set(r.labels) == {'cup', 'saucer'}
     assert r.timings['encoder'] > 0 and r.timings['decoder'] > 0
-    high = r.filter(0.4)
-    assert len(high) == int((r.scores >= 0.4).sum())
+    # several phrases: each phrase's own detections, merged in phrase order (through supervision's merge)
+    cup, saucer = predictor.predict_text('cup'), predictor.predict_text(['saucer'])
+    assert r.labels == ['cup'] * len(cup) + ['saucer'] * len(saucer)
+    for field in ('masks', 'boxes', 'scores'):
+        assert np.array_equal(getattr(r, field), np.concatenate([getattr(cup, field), getattr(saucer, field)]))
+    assert r.timings['encoder'] == cup.timings['encoder']  # one encoder pass for all phrases
 
 
-def test_box_prompts(predictor):
+def _echo_first_positive_box(model, monkeypatch) -> list:
+    """Make the detector return one confident detection: the first positive prompt box, with a mask filling it.
+    Random SAM3 weights find nothing; this checks the geometry of box prompts end to end (pixels -> the
+    normalised box sam3 receives -> sam3's detection -> pixels). Returns the prompts sam3 received."""
+    original = model.forward_grounding
+    received = []
+
+    def forward_grounding(**kwargs):
+        out = dict(original(**kwargs))
+        prompt = kwargs['geometric_prompt']
+        if prompt is None or prompt.box_embeddings is None or not prompt.box_labels.bool().any():
+            return out  # the text prompt's own pass, before any box
+        boxes, labels = prompt.box_embeddings[:, 0], prompt.box_labels[:, 0].bool()
+        received.append((boxes.clone(), labels.clone()))
+        cx, cy, w, h = boxes[labels][0].tolist()
+        out['pred_logits'] = torch.full_like(out['pred_logits'], -10.0)
+        out['pred_logits'][0, 0] = 10.0
+        out['presence_logit_dec'] = torch.full_like(out['presence_logit_dec'], 10.0)
+        out['pred_boxes'] = out['pred_boxes'].clone()
+        out['pred_boxes'][0, 0] = torch.tensor([cx, cy, w, h])
+        masks = torch.full_like(out['pred_masks'], -10.0)
+        mh, mw = masks.shape[-2:]
+        masks[0, 0, round((cy - h / 2) * mh):round((cy + h / 2) * mh), round((cx - w / 2) * mw):round((cx + w / 2) * mw)] = 10.0
+        out['pred_masks'] = masks
+        return out
+
+    monkeypatch.setitem(vars(model), 'forward_grounding', forward_grounding)
+    return received
+
+
+def test_box_prompts(predictor, monkeypatch):
+    received = _echo_first_positive_box(predictor.model, monkeypatch)
+    monkeypatch.setattr(predictor, 'confidence_threshold', 0.5)
     r = predictor.predict_boxes([[100, 50, 300, 250], [400, 100, 500, 300]], labels=[True, False])
     _well_formed(r)
-    assert set(r.labels) <= {'visual'}
-    r = predictor.predict_boxes([[-50, -50, 300, 250]], text='cup')  # partly outside: clipped
+    boxes, labels = received[-1]  # both exemplars reached sam3, normalised (cx, cy, w, h), with their labels
+    np.testing.assert_allclose(boxes.numpy(), [[200 / 600, 150 / 400, 200 / 600, 200 / 400],
+                                               [450 / 600, 200 / 400, 100 / 600, 200 / 400]], atol=1e-6)
+    assert labels.tolist() == [True, False]
+    assert len(r) == 1 and r.labels == ['visual'] and r.scores[0] > 0.99
+    np.testing.assert_allclose(r.boxes[0], [100, 50, 300, 250], atol=1e-3)  # back in pixels
+    np.testing.assert_allclose(masks_to_boxes(r.masks)[0], [100, 50, 300, 250], atol=600 / 64)  # the mask fills it
+
+    r = predictor.predict_boxes([[-50, -50, 300, 250]], text='cup')  # partly outside: clipped to the image
     _well_formed(r)
+    np.testing.assert_allclose(received[-1][0].numpy(), [[150 / 600, 125 / 400, 300 / 600, 250 / 400]], atol=1e-6)
+    assert len(r) == 1 and r.labels == ['cup']
+    np.testing.assert_allclose(r.boxes[0], [0, 0, 300, 250], atol=1e-3)
 
 
 def test_point_prompts(predictor):
@@ -103,3 +151,80 @@ def test_segment_command(tmp_path, capsys):
     assert main(['segment', str(PHOTO), '--box', '10', '10', '10', '50', '--out', str(out)] + common) == 2
     assert 'zero or negative area' in capsys.readouterr().err
     assert main(['segment', str(PHOTO), '--out', str(out)] + common) == 2
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Sam3Result <-> supervision.Detections, and drawing
+# ---------------------------------------------------------------------------------------------------------------
+
+def _result(h: int = 20, w: int = 30) -> Sam3Result:
+    """Three detections by hand: two 'cup' (one low-scoring), one 'saucer'."""
+    masks = np.zeros((3, h, w), bool)
+    masks[0, 2:8, 3:10] = True
+    masks[1, 10:18, 12:25] = True
+    masks[2, 5:9, 20:28] = True
+    return Sam3Result(masks, masks_to_boxes(masks), np.array([0.9, 0.2, 0.6], np.float32), ['cup', 'saucer', 'cup'],
+                      {'encoder': 1.0, 'decoder': 0.5})
+
+
+def test_to_detections_and_back():
+    r = _result()
+    d = r.to_detections()
+    assert isinstance(d, sv.Detections) and len(d) == 3
+    assert np.array_equal(d.xyxy, r.boxes) and np.array_equal(d.mask, r.masks)
+    assert np.array_equal(d.confidence, r.scores)
+    assert d.class_id.tolist() == [0, 1, 0]                       # per label, in order of first appearance
+    assert d.data['class_name'].tolist() == ['cup', 'saucer', 'cup']
+    back = Sam3Result.from_detections(d, timings=r.timings)
+    for field in ('masks', 'boxes', 'scores', 'labels', 'timings'):
+        assert np.array_equal(getattr(back, field), getattr(r, field)) if field != 'timings' \
+            else back.timings == r.timings
+    assert back.boxes.dtype == np.float32 and back.scores.dtype == np.float32 and back.masks.dtype == bool
+    # detections from elsewhere: class ids as labels, no confidence -> 1.0
+    plain = sv.Detections(xyxy=r.boxes, mask=r.masks, class_id=np.array([4, 4, 7]))
+    other = Sam3Result.from_detections(plain)
+    assert other.labels == ['4', '4', '7'] and other.scores.tolist() == [1.0, 1.0, 1.0]
+    with pytest.raises(ValueError, match='needs masks'):
+        Sam3Result.from_detections(sv.Detections(xyxy=r.boxes))
+    with pytest.raises(ValueError, match='labels'):
+        Sam3Result(r.masks, r.boxes, r.scores).to_detections()
+
+
+def test_empty_results_keep_the_image_size():
+    empty = Sam3Result.from_detections(sv.Detections.empty(), image_size=(20, 30))
+    assert empty.masks.shape == (0, 20, 30) and empty.boxes.shape == (0, 4) and len(empty) == 0
+    assert len(empty.to_detections()) == 0
+    merged = Sam3Result.merge([empty, empty], 20, 30)
+    assert merged.masks.shape == (0, 20, 30) and merged.labels == []
+    assert Sam3Result.merge([], 20, 30).masks.shape == (0, 20, 30)
+    assert _result().filter(0.95).masks.shape == (0, 20, 30)
+
+
+def test_merge_and_filter_go_through_detections():
+    r = _result()
+    merged = Sam3Result.merge([r, Sam3Result.from_detections(sv.Detections.empty(), (20, 30)), r.filter(0.5)], 20, 30)
+    assert len(merged) == 5 and merged.labels == ['cup', 'saucer', 'cup', 'cup', 'cup']
+    assert np.array_equal(merged.masks[3:], r.masks[[0, 2]]) and np.array_equal(merged.boxes[3:], r.boxes[[0, 2]])
+    assert merged.timings == {'encoder': 1.0, 'decoder': 1.0}     # one encoder pass; decoder passes add up
+    kept = r.filter(0.5)                                         # masks, boxes, scores and labels move together
+    assert kept.labels == ['cup', 'cup'] and kept.scores.tolist() == pytest.approx([0.9, 0.6])
+    assert np.array_equal(kept.masks, r.masks[[0, 2]]) and np.array_equal(kept.boxes, r.boxes[[0, 2]])
+    assert kept.timings == r.timings
+
+
+def test_drawing_from_detections():
+    r = _result()
+    image = np.full((20, 30, 3), 40, np.uint8)
+    drawn = draw_detections(image, r.to_detections())
+    assert drawn.shape == image.shape and drawn.dtype == np.uint8 and np.array_equal(image, np.full_like(image, 40))
+    for m in r.masks:                                            # every mask is tinted
+        assert (drawn[m] != 40).any()
+    assert default_labels(r.to_detections()) == ['cup 0.90', 'saucer 0.20', 'cup 0.60']
+    # annotate(arrays) draws the same as draw_detections with ids as tracker ids (its colour per object)
+    ids = np.array([5, 1, 9])
+    d = sv.Detections(xyxy=r.boxes, mask=r.masks, confidence=r.scores, tracker_id=ids)
+    assert default_labels(d) == ['#5 0.90', '#1 0.20', '#9 0.60']
+    assert np.array_equal(annotate(image, r.masks, r.boxes, r.scores, ids=ids), draw_detections(image, d))
+    assert np.array_equal(draw_detections(image, sv.Detections.empty()), image)
+    with pytest.raises(ValueError, match='one label per detection'):
+        draw_detections(image, r.to_detections(), labels=['a'])

@@ -1,5 +1,5 @@
-"""Video API (sam3_cradio.video) on the tiny SAM3 video model: sources, prompts on any frame, propagation in both
-directions, caching, track_video / main_track, and every input error.
+"""Video API (sam3_cradio.video) on the tiny SAM3 video model: sources, prompts on any frame (text, boxes, clicks,
+masks), propagation in both directions, caching, track_video, and every input error.
 
 Random SAM3 weights give no confident detections and empty tracker masks. Where a test needs tracked objects with
 masks, the ``confident_tracker`` fixture makes the tracker's SAM mask decoder return a fixed blob with a positive
@@ -8,7 +8,6 @@ detector confident about its two best queries on one frame.
 """
 from __future__ import annotations
 
-import argparse
 import logging
 from pathlib import Path
 
@@ -18,11 +17,19 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import make_tracker_confident, read_video_frames
-from sam3_cradio.video import (Sam3VideoPredictor, VideoFrameResult, VideoNotOpenError, iter_video_frames,
-                               list_frame_files, main_track, masks_to_boxes, probe_video, track_video)
+from conftest import IMAGES, make_tracker_confident, read_video_frames
+from sam3_cradio.video import (
+    Sam3VideoPredictor,
+    VideoFrameResult,
+    VideoInfo,
+    VideoNotOpenError,
+    iter_video_frames,
+    list_frame_files,
+    masks_to_boxes,
+    probe_video,
+    track_video,
+)
 
-from conftest import IMAGES
 T, H, W = 10, 96, 128  # frames; a small non-square video keeps sam3's CPU post-processing cheap
 FPS = 10
 
@@ -122,9 +129,11 @@ def test_open_every_source(model, clip):
     batches, fps = {}, {}
     for source in (clip['mp4'], clip['folder'], clip['frames'], np.stack(clip['frames']),
                    [Image.fromarray(f) for f in clip['frames']]):
-        state = p.open(source)
-        assert state is p.state
+        info = p.open(source)
+        assert isinstance(info, VideoInfo) and (info.num_frames, info.height, info.width) == (T, H, W)
         assert p.num_frames == T and p.frame_size == (H, W)
+        state = p.state                                                # sam3's session, made on first use
+        assert state is p.state
         assert (state['orig_height'], state['orig_width']) == (H, W)
         batch = state['input_batch'].img_batch
         assert tuple(batch.shape) == (T, 3, size, size)                # the model's image_size, not 1008
@@ -159,6 +168,7 @@ def test_box_and_points_on_middle_frame_propagate_both(model, clip, confident_tr
     for a, b in zip(again, results):
         assert np.array_equal(a.obj_ids, b.obj_ids) and np.array_equal(a.masks, b.masks)
     assert p.state['action_history'][-1]['type'] == 'propagation_fetch'
+    assert 'parse_action_history_for_propagation' not in vars(model)  # the plan override left no trace
 
     p.remove_object(obj)
     assert p.obj_ids == []
@@ -236,7 +246,7 @@ def test_box_partly_outside_is_clipped_and_converted(model, clip, monkeypatch):
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# track_video / main_track
+# track_video
 # ---------------------------------------------------------------------------------------------------------------
 
 def test_track_video_writes_mp4(model, clip, tmp_path, confident_tracker):
@@ -249,22 +259,6 @@ def test_track_video_writes_mp4(model, clip, tmp_path, confident_tracker):
     assert n == 3 and frames[0].shape == (H, W, 3)
     # the object was drawn: the annotated frames differ from the input inside the box
     assert np.abs(frames[0][20:80, 30:100].astype(int) - clip['frames'][0][20:80, 30:100]).mean() > 10
-
-
-def test_main_track(clip, tmp_path, tiny_ckpt, capsys):
-    args = argparse.Namespace(video=str(clip['short']), text='person', box=None, backbone='cradio_tiny',
-                              window_size=None, sam3_checkpoint=None, cradio_checkpoint=str(tiny_ckpt),
-                              pretrained=False, device='cpu', out=str(tmp_path / 'out.mp4'), progress=False, fps=4)
-    assert main_track(args) == 0
-    assert 'wrote 3 frames' in capsys.readouterr().out
-    assert _count_frames(tmp_path / 'out.mp4')[0] == 3
-    # a bad video or prompt fails before the model is built
-    with pytest.raises(FileNotFoundError):
-        main_track(argparse.Namespace(**{**vars(args), 'video': str(tmp_path / 'missing.mp4')}))
-    with pytest.raises(ValueError, match='prompt'):
-        main_track(argparse.Namespace(**{**vars(args), 'text': None}))
-    with pytest.raises(ValueError, match='outside'):
-        main_track(argparse.Namespace(**{**vars(args), 'text': None, 'box': [500, 500, 600, 600]}))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -311,7 +305,8 @@ def test_unreadable_videos(model, clip, tmp_path):
 def test_prompt_before_open(model):
     p = Sam3VideoPredictor(model)
     calls = [lambda: p.add_text(0, 'cat'), lambda: p.add_box(0, [0, 0, 5, 5]), lambda: p.add_points(0, [[1, 1]]),
-             lambda: p.propagate(), lambda: p.reset(), lambda: p.remove_object(0)]
+             lambda: p.add_mask(0, 0, np.ones((H, W), bool)), lambda: p.propagate(), lambda: p.reset(),
+             lambda: p.remove_object(0)]
     for call in calls:
         with pytest.raises(VideoNotOpenError, match=r'call predictor.open\(video\)'):
             call()
@@ -380,3 +375,95 @@ def test_track_video_errors(model, clip, tmp_path):
     with pytest.raises(ValueError, match='outside'):
         track_video(model, clip['short'], box=[W + 1, 0, W + 9, 9], out=tmp_path / 'x.mp4')
     assert not (tmp_path / 'x.mp4').exists()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Mask prompts (SAM2's add_new_mask)
+# ---------------------------------------------------------------------------------------------------------------
+
+def _box_mask(y0, y1, x0, x1) -> np.ndarray:
+    m = np.zeros((H, W), bool)
+    m[y0:y1, x0:x1] = True
+    return m
+
+
+def test_add_mask_tracks_every_object_like_sam2(model, clip, confident_tracker):
+    p = Sam3VideoPredictor(model)
+    p.open(clip['folder'])
+    a, b = _box_mask(20, 60, 30, 90), _box_mask(50, 90, 60, 120)
+    r = check_result(p.add_mask(0, 3, a), 0)
+    assert r.prompt_obj_id == 3 and r.obj_ids.tolist() == [3] and r.scores.tolist() == [1.0]
+    assert np.array_equal(r.masks[0], a)                               # SAM2 shows the prompted mask itself
+    r = check_result(p.add_mask(0, None, torch.from_numpy(b)), 0)      # a tensor works too; None: a new id
+    assert r.prompt_obj_id == 4 and r.obj_ids.tolist() == [3, 4] and p.obj_ids == [3, 4]
+    assert np.array_equal(r.masks[0], a & ~b) and np.array_equal(r.masks[1], b)  # the newer mask wins overlaps
+
+    results = [check_result(x) for x in p.propagate()]                # default: forward from the prompted frame
+    assert [x.frame_idx for x in results] == list(range(T))
+    for x in results[1:]:                                              # both objects follow the tracker's blob
+        assert x.obj_ids.tolist() == [3, 4] and np.array_equal(x.masks[0], x.masks[1]) and x.masks[0].sum() > 100
+    assert model.tracker.non_overlap_masks_for_output is False         # the video model's setting, untouched
+
+    p.non_overlap_masks = True                                         # SAM2's non_overlap_masks: disjoint output
+    again = [check_result(x) for x in p.propagate(max_frames=3)]
+    assert [x.frame_idx for x in again] == [0, 1, 2]
+    for x, y in zip(again[1:], results[1:]):                           # equal logits: the first object keeps them
+        assert x.obj_ids.tolist() == [3] and np.array_equal(x.masks[0], y.masks[0])
+    assert model.tracker.non_overlap_masks_for_output is False
+
+    d = results[1].to_detections()                                     # results as supervision Detections
+    assert d.tracker_id.tolist() == [3, 4] and np.array_equal(d.xyxy, results[1].boxes)
+    assert np.array_equal(d.mask, results[1].masks) and d.confidence.tolist() == [1.0, 1.0]
+
+    with pytest.raises(ValueError, match='already propagated'):       # SAM2 takes new objects before tracking only
+        p.add_mask(0, 9, a)
+    r = check_result(p.add_mask(0, 3, b), 0)                           # ... but refines existing ones
+    assert np.array_equal(r.masks[r.obj_ids.tolist().index(3)], b)
+    with pytest.raises(ValueError, match='cannot join a session of mask prompts'):
+        p.add_box(0, [0, 0, 50, 50])
+    with pytest.raises(ValueError, match='cannot join a session of mask prompts'):
+        p.add_points(0, [[5, 5]])
+    p.remove_object(4)
+    assert p.obj_ids == [3]
+    p.reset()
+    assert p.obj_ids == [] and p._masks is None
+
+
+def test_add_mask_directions_on_a_video_file(model, clip, confident_tracker):
+    p = Sam3VideoPredictor(model)
+    p.open(clip['mp4'])                                                # frames decoded again for the tracker
+    p.add_mask(5, 0, _box_mask(30, 70, 40, 100))
+    p.add_mask(5, 1, np.zeros((H, W), bool), allow_empty=True)         # tracked from nothing, as SAM2's VOS does
+    assert p.obj_ids == [0, 1]
+    assert [r.frame_idx for r in p.propagate('both')] == [5, 6, 7, 8, 9, 4, 3, 2, 1, 0]
+    assert [r.frame_idx for r in p.propagate('both', max_frames=2)] == [5, 6, 4]
+    assert [r.frame_idx for r in p.propagate('backward', max_frames=2)] == [5, 4]
+    assert [check_result(r).frame_idx for r in p.propagate('forward', start_frame=7, max_frames=2)] == [7, 8]
+
+
+def test_add_mask_errors(model, clip):
+    p = Sam3VideoPredictor(model)
+    p.open(clip['frames'])
+    good = _box_mask(10, 20, 10, 20)
+    with pytest.raises(ValueError, match='out of range'):
+        p.add_mask(T, 0, good)
+    with pytest.raises(ValueError, match=r'the mask is 129x96 but the video is 128x96'):
+        p.add_mask(0, 0, np.zeros((H, W + 1), bool))
+    with pytest.raises(ValueError, match='2-D'):
+        p.add_mask(0, 0, good[None])
+    with pytest.raises(ValueError, match='boolean'):
+        p.add_mask(0, 0, good * 2)
+    with pytest.raises(ValueError, match='boolean'):
+        p.add_mask(0, 0, np.full((H, W), 'x'))
+    with pytest.raises(ValueError, match='is empty'):
+        p.add_mask(0, 0, np.zeros((H, W), bool))
+    with pytest.raises(ValueError, match='obj_id'):
+        p.add_mask(0, -1, good)
+    assert p.obj_ids == [] and p._masks is None                         # no error reached the tracker
+    r = check_result(p.add_mask(0, 0, good.astype(np.uint8)), 0)       # 0/1 integers are a mask too
+    assert np.array_equal(r.masks[0], good)
+
+    p.reset()
+    check_result(p.add_text(0, 'astronaut'), 0)                        # a text session...
+    with pytest.raises(ValueError, match='cannot join a session with text'):
+        p.add_mask(0, 0, good)                                          # ... takes no masks until reset()

@@ -8,7 +8,15 @@
   :func:`main_distill`, the ``sam3-cradio distill`` command.
 """
 from .losses import (
-    AngularDispersion, Box, aligned_overlap, angle_loss, damp, dense_shift_loss, ema_update, mesa_loss, overlap_box,
+    AngularDispersion,
+    Box,
+    aligned_overlap,
+    angle_loss,
+    damp,
+    dense_shift_loss,
+    ema_update,
+    mesa_loss,
+    overlap_box,
 )
 from .teachers import CRadioTeacher, PETeacher, TeacherTarget
 from .train import DistillResult, build_student, evaluate_dense, load_distill_config, main_distill, set_trainable, train

@@ -1,8 +1,8 @@
 """Images, the resumable sampler, stochastic multi-resolution sampling and shifted-crop views."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -18,7 +18,7 @@ __all__ = ['IMAGE_EXTENSIONS', 'list_images', 'ImageSet', 'EpochSampler', 'Resol
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp')
 
 
-def list_images(source: Union[str, Path, Sequence[Union[str, Path]]]) -> List[Path]:
+def list_images(source: str | Path | Sequence[str | Path]) -> list[Path]:
     """A folder (searched recursively, sorted) or a list of files -> image paths; raises if there are none."""
     if isinstance(source, (str, Path)):
         root = Path(source)
@@ -42,7 +42,7 @@ class ImageSet:
         self.items = list(items)
 
     @classmethod
-    def from_source(cls, source: Union[str, Path, Sequence[Union[str, Path]]]) -> 'ImageSet':
+    def from_source(cls, source: str | Path | Sequence[str | Path]) -> ImageSet:
         return cls(list_images(source))
 
     def __len__(self) -> int:
@@ -63,12 +63,12 @@ class EpochSampler:
         self.num_items, self.seed, self.rank, self.world_size = num_items, seed, rank, world_size
         self.epoch, self.position = 0, 0
 
-    def _perm(self, epoch: int) -> List[int]:
+    def _perm(self, epoch: int) -> list[int]:
         g = torch.Generator().manual_seed(self.seed + 1_000_003 * epoch)
         return torch.randperm(self.num_items, generator=g).tolist()
 
-    def next_batch(self, batch_size: int) -> List[int]:
-        order: List[int] = []
+    def next_batch(self, batch_size: int) -> list[int]:
+        order: list[int] = []
         need = batch_size * self.world_size
         while len(order) < need:
             perm = self._perm(self.epoch)
@@ -79,10 +79,10 @@ class EpochSampler:
                 self.epoch, self.position = self.epoch + 1, 0
         return order[self.rank * batch_size:(self.rank + 1) * batch_size]
 
-    def state_dict(self) -> Dict[str, int]:
+    def state_dict(self) -> dict[str, int]:
         return {'epoch': self.epoch, 'position': self.position, 'seed': self.seed}
 
-    def load_state_dict(self, state: Dict[str, int]) -> None:
+    def load_state_dict(self, state: dict[str, int]) -> None:
         if state['seed'] != self.seed:
             raise ValueError(f'checkpoint sampler seed {state["seed"]} differs from run.seed {self.seed}')
         self.epoch, self.position = int(state['epoch']), int(state['position'])
@@ -99,8 +99,8 @@ class ResolutionSampler:
     """
 
     def __init__(self, low: Sequence[int], high: Sequence[int], step: int, p_high: float = 0.5,
-                 max_resolution: Optional[int] = None) -> None:
-        def snap(sides: Sequence[int]) -> List[int]:
+                 max_resolution: int | None = None) -> None:
+        def snap(sides: Sequence[int]) -> list[int]:
             out = sorted({nearest_supported_resolution(int(s), int(s), step)[0] for s in sides})
             return [s for s in out if max_resolution is None or s <= max_resolution]
 
@@ -136,7 +136,7 @@ def make_canvas(images: Sequence[np.ndarray], size: int) -> torch.Tensor:
     return torch.cat(out)
 
 
-def crop_view(canvas: torch.Tensor, box: Box, input_size: Tuple[int, int]) -> torch.Tensor:
+def crop_view(canvas: torch.Tensor, box: Box, input_size: tuple[int, int]) -> torch.Tensor:
     """Crop integer ``box`` = (y, x, h, w) from (B, 3, S, S) and resize it to ``input_size`` if it differs."""
     y, x, h, w = (int(v) for v in box)
     if y < 0 or x < 0 or y + h > canvas.shape[-2] or x + w > canvas.shape[-1]:

@@ -11,7 +11,7 @@ samples fall on cell centres and the resampling is exact (no interpolation).
 from __future__ import annotations
 
 import contextlib
-from typing import Iterable, Iterator, List, Optional, Tuple
+from collections.abc import Iterable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -22,10 +22,10 @@ __all__ = [
     'AngularDispersion', 'ema_update', 'damp',
 ]
 
-Box = Tuple[float, float, float, float]  # (y, x, height, width) in canvas pixels
+Box = tuple[float, float, float, float]  # (y, x, height, width) in canvas pixels
 
 
-def overlap_box(a: Box, b: Box) -> Optional[Box]:
+def overlap_box(a: Box, b: Box) -> Box | None:
     """Intersection of two boxes, or None if they do not overlap.
 
     Example:
@@ -39,7 +39,7 @@ def overlap_box(a: Box, b: Box) -> Optional[Box]:
     return (y0, x0, y1 - y0, x1 - x0)
 
 
-def resample_to_box(feat: torch.Tensor, box: Box, target: Box, size: Tuple[int, int]) -> torch.Tensor:
+def resample_to_box(feat: torch.Tensor, box: Box, target: Box, size: tuple[int, int]) -> torch.Tensor:
     """Sample ``feat`` (B, C, h, w), which covers ``box``, at the ``size`` cell centres of ``target`` -> (B, C, *size)."""
     B = feat.shape[0]
     dev, dt = feat.device, feat.dtype if feat.is_floating_point() else torch.float32
@@ -55,8 +55,8 @@ def resample_to_box(feat: torch.Tensor, box: Box, target: Box, size: Tuple[int, 
 
 def aligned_overlap(
         feat_a: torch.Tensor, box_a: Box, feat_b: torch.Tensor, box_b: Box,
-        size: Optional[Tuple[int, int]] = None,
-) -> Tuple[torch.Tensor, torch.Tensor]:
+        size: tuple[int, int] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Both maps resampled onto a common grid over the overlap of their boxes.
 
     Args:
@@ -84,7 +84,7 @@ def aligned_overlap(
 
 def dense_shift_loss(
         student: torch.Tensor, student_box: Box, teacher: torch.Tensor, teacher_box: Box,
-        size: Optional[Tuple[int, int]] = None,
+        size: tuple[int, int] | None = None,
 ) -> torch.Tensor:
     """Shift-equivariant dense loss: mean squared error over the overlap of two independently shifted views.
 
@@ -105,7 +105,7 @@ def _channel_layer_norm(x: torch.Tensor) -> torch.Tensor:
 
 def mesa_loss(
         student: torch.Tensor, student_box: Box, ema: torch.Tensor, ema_box: Box,
-        size: Optional[Tuple[int, int]] = None,
+        size: tuple[int, int] | None = None,
 ) -> torch.Tensor:
     """Shift-equivariant MESA: LayerNorm (over channels, no affine) both maps, then the aligned-overlap MSE.
 
@@ -144,13 +144,13 @@ class AngularDispersion:
     """
 
     def __init__(self) -> None:
-        self._units: List[torch.Tensor] = []
+        self._units: list[torch.Tensor] = []
 
-    def reset(self) -> 'AngularDispersion':
+    def reset(self) -> AngularDispersion:
         self._units = []
         return self
 
-    def update(self, summaries: torch.Tensor) -> 'AngularDispersion':
+    def update(self, summaries: torch.Tensor) -> AngularDispersion:
         """Add a (B, C) batch of teacher summaries."""
         if summaries.ndim != 2:
             raise ValueError(f'expected (B, C) summaries, got shape {tuple(summaries.shape)}')
@@ -185,7 +185,7 @@ def ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
 
 
 @contextlib.contextmanager
-def damp(params: Iterable[nn.Parameter], std: float, generator: Optional[torch.Generator] = None,
+def damp(params: Iterable[nn.Parameter], std: float, generator: torch.Generator | None = None,
          enabled: bool = True) -> Iterator[None]:
     """DAMP: multiplicative weight noise ``w * (1 + std * N(0, 1))`` inside the block, clean weights after it.
 

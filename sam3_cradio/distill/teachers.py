@@ -6,8 +6,9 @@ frozen (``requires_grad=False``, eval mode); the trainer calls them under ``torc
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
-from typing import NamedTuple, Optional, Sequence, Tuple, Union
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -21,7 +22,7 @@ __all__ = ['TeacherTarget', 'PETeacher', 'CRadioTeacher', 'freeze']
 
 class TeacherTarget(NamedTuple):
     """summary: (B, C_s) or None (PE has none); features: (B, C, h, w) float32."""
-    summary: Optional[torch.Tensor]
+    summary: torch.Tensor | None
     features: torch.Tensor
 
 
@@ -49,10 +50,10 @@ class PETeacher(nn.Module):
         self.image_size = image_size
         self.patch_size = patch_size
 
-    def input_size(self, height: int, width: int) -> Tuple[int, int]:
+    def input_size(self, height: int, width: int) -> tuple[int, int]:
         return (self.image_size, self.image_size)
 
-    def train(self, mode: bool = True) -> 'PETeacher':
+    def train(self, mode: bool = True) -> PETeacher:
         return super().train(False)  # always frozen
 
     def forward(self, x: torch.Tensor) -> TeacherTarget:
@@ -60,36 +61,45 @@ class PETeacher(nn.Module):
         return TeacherTarget(None, out[-1].float())
 
     @classmethod
-    def from_config(cls, overrides: Sequence[str] = (), device: Union[str, torch.device, None] = None) -> 'PETeacher':
-        """A PE trunk with random weights from ``configs/sam3_pe.yaml`` plus hydra ``overrides`` (tiny teachers)."""
-        from hydra.utils import instantiate
+    def from_config(
+            cls,
+            backbone: str = 'pe',
+            image_size: int | None = None,
+            overrides: Sequence[str] = (),
+            device: str | torch.device | None = None,
+    ) -> PETeacher:
+        """A PE trunk with random weights through :func:`~sam3_cradio.build.build_trunk` (the function the benchmark
+        builds PE with): a registered PE backbone ('pe', 'pe_tiny') at ``image_size`` px (default: its native
+        size), with hydra ``overrides`` of its trunk numbers (``trunk.depth=2`` for a tiny teacher). Its window is
+        the registry's; an override of it is refused."""
+        from ..build import build_trunk
+        from ..registry import resolve
 
-        from .. import compat
-        from ..build import compose_config
-
-        cfg = compose_config('pe', list(overrides))
-        compat.apply_cpu_shims()
-        trunk = instantiate(cfg.trunk, _convert_='all')
-        return cls(trunk, int(cfg.backbone.image_size), int(cfg.backbone.patch_size)).to(device or 'cpu')
+        spec = resolve(backbone, resolution=image_size)
+        if spec.backbone.is_cradio:
+            raise ValueError(f"a PE teacher needs a PE backbone such as 'pe' or 'pe_tiny', got {spec.name!r}; "
+                             f"C-RADIO teachers are kind 'cradio'")
+        trunk = build_trunk(spec, overrides, device=device)
+        return cls(trunk, spec.resolution, spec.backbone.patch_size)
 
     @classmethod
     def from_sam3(
             cls,
-            sam3_checkpoint: Optional[Union[str, Path]] = None,
-            image_size: int = 1008,
+            sam3_checkpoint: str | Path | None = None,
+            image_size: int | None = None,
             pretrained: bool = True,
-            device: Union[str, torch.device, None] = None,
-    ) -> 'PETeacher':
-        """SAM3's own PE with sam3.pt weights, through ``build_sam3('pe')`` (HF ``facebook/sam3`` by default)."""
+            device: str | torch.device | None = None,
+    ) -> PETeacher:
+        """SAM3's own PE with sam3.pt weights, through ``build_sam3('pe')`` (HF ``facebook/sam3`` by default), at
+        ``image_size`` px (default: its native 1008)."""
         from ..build import build_sam3
 
-        model = build_sam3('pe', mode='image', pretrained=pretrained, sam3_checkpoint=sam3_checkpoint,
-                           interactive=False, device=device or 'cpu',
-                           overrides=[f'backbone.image_size={image_size}'])
+        model = build_sam3('pe', mode='image', resolution=image_size, pretrained=pretrained,
+                           sam3_checkpoint=sam3_checkpoint, interactive=False, device=device or 'cpu')
+        spec = model.sam3_cradio_spec
         trunk = model.backbone.vision_backbone.trunk
-        patch = int(model.sam3_cradio_cfg['patch_size'])
         del model
-        return cls(trunk, image_size, patch)
+        return cls(trunk, spec.resolution, spec.backbone.patch_size)
 
 
 class CRadioTeacher(nn.Module):
@@ -105,10 +115,10 @@ class CRadioTeacher(nn.Module):
         self.adaptor = adaptor
         self.patch_size = encoder.patch_size
 
-    def input_size(self, height: int, width: int) -> Tuple[int, int]:
+    def input_size(self, height: int, width: int) -> tuple[int, int]:
         return self.encoder.nearest_supported_resolution(height, width)
 
-    def train(self, mode: bool = True) -> 'CRadioTeacher':
+    def train(self, mode: bool = True) -> CRadioTeacher:
         return super().train(False)
 
     def forward(self, x: torch.Tensor) -> TeacherTarget:
@@ -116,6 +126,6 @@ class CRadioTeacher(nn.Module):
         return TeacherTarget(out.summary.float(), out.features.float())
 
     @classmethod
-    def from_checkpoint(cls, source: Union[str, Path], adaptor: str, window_size: Optional[int] = None,
-                        device: Union[str, torch.device, None] = None) -> 'CRadioTeacher':
+    def from_checkpoint(cls, source: str | Path, adaptor: str, window_size: int | None = None,
+                        device: str | torch.device | None = None) -> CRadioTeacher:
         return cls(load_cradio(source, adaptor_names=[adaptor], window_size=window_size, device=device), adaptor)

@@ -19,10 +19,11 @@ import logging
 import math
 import os
 import random
+from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any
 
 import numpy as np
 import torch
@@ -30,6 +31,8 @@ from torch import nn
 
 from ..build import CONFIG_DIR, compose_yaml
 from ..cradio import CRadioEncoder, create_cradio, load_cradio, save_cradio
+from ..files import save_atomic
+from ..registry import get_backbone
 from .data import EpochSampler, ImageSet, ResolutionSampler, crop_view, make_canvas, random_offset
 from .losses import AngularDispersion, angle_loss, damp, dense_shift_loss, ema_update, mesa_loss
 from .teachers import CRadioTeacher, PETeacher, freeze
@@ -61,14 +64,14 @@ def load_distill_config(name: str = 'sam3_head', overrides: Sequence[str] = ()) 
 # Models
 # --------------------------------------------------------------------------------------------------------------
 
-def set_trainable(model: CRadioEncoder, mode: str, adaptors: Sequence[str], last_k: int = 0) -> List[nn.Parameter]:
+def set_trainable(model: CRadioEncoder, mode: str, adaptors: Sequence[str], last_k: int = 0) -> list[nn.Parameter]:
     """Freeze everything, then unfreeze: 'head' (the named adaptors' heads), 'last_k' (those heads and the last
     ``last_k`` blocks) or 'all'. Returns the trainable parameters."""
     if mode not in TRAINABLE:
         raise ValueError(f'student.trainable must be one of {TRAINABLE}, got {mode!r}')
     for p in model.parameters():
         p.requires_grad_(False)
-    modules: List[nn.Module] = [model.adaptors[a] for a in adaptors]
+    modules: list[nn.Module] = [model.adaptors[a] for a in adaptors]
     if mode == 'last_k':
         depth = len(model.model.blocks)
         if not 1 <= last_k <= depth:
@@ -82,7 +85,7 @@ def set_trainable(model: CRadioEncoder, mode: str, adaptors: Sequence[str], last
     return [p for p in model.parameters() if p.requires_grad]
 
 
-def _student_adaptors(cfg: Any) -> List[str]:
+def _student_adaptors(cfg: Any) -> list[str]:
     return list(dict.fromkeys(t.student_adaptor for t in cfg.teachers.values()))
 
 
@@ -100,13 +103,18 @@ def build_student(cfg: Any, device: torch.device) -> CRadioEncoder:
 
 
 def build_teacher(tcfg: Any, device: torch.device) -> nn.Module:
-    """One teacher entry: kind 'pe' (SAM3's PE; ``pretrained: false`` -> random trunk with ``overrides``) or
-    'cradio' (a C-RADIO checkpoint's ``adaptor``)."""
+    """One teacher entry: kind 'pe' (a registered PE ``backbone``: SAM3's own with sam3.pt weights, or with
+    ``pretrained: false`` a random trunk with ``overrides`` of its numbers) or 'cradio' (a C-RADIO checkpoint's
+    ``adaptor``)."""
     if tcfg.kind == 'pe':
+        backbone = get_backbone(tcfg.get('backbone') or 'pe')
+        image_size = int(tcfg.image_size) if tcfg.get('image_size') is not None else None
         if tcfg.pretrained:
-            return PETeacher.from_sam3(tcfg.get('sam3_checkpoint'), int(tcfg.image_size), device=device)
-        ovr = [f'backbone.image_size={int(tcfg.image_size)}'] + list(tcfg.get('overrides') or [])
-        return PETeacher.from_config(ovr, device=device)
+            if not backbone.pretrained:
+                raise ValueError(f'PE teacher backbone {backbone.name!r} has no released weights; set '
+                                 f"pretrained: false for a random trunk, or backbone: pe for SAM3's own PE")
+            return PETeacher.from_sam3(tcfg.get('sam3_checkpoint'), image_size, device=device)
+        return PETeacher.from_config(backbone.name, image_size, list(tcfg.get('overrides') or []), device=device)
     if tcfg.kind == 'cradio':
         if not tcfg.get('checkpoint'):
             raise ValueError('a cradio teacher needs checkpoint: a release name or .pth.tar path')
@@ -139,7 +147,7 @@ def measure_dispersion(teacher: nn.Module, images: ImageSet, resolution: int, ba
 
 @torch.no_grad()
 def evaluate_dense(student: CRadioEncoder, teacher: nn.Module, adaptor: str, images: ImageSet, resolution: int,
-                   shift: int, batch_size: int = 4, device: Optional[torch.device] = None) -> float:
+                   shift: int, batch_size: int = 4, device: torch.device | None = None) -> float:
     """Mean shift-equivariant dense loss on ``images`` with a fixed geometry: student crop at (0, 0), teacher crop
     at (shift, shift), both ``resolution`` px on a ``resolution + shift`` canvas. Deterministic."""
     device = device or next(student.parameters()).device
@@ -167,21 +175,21 @@ def evaluate_dense(student: CRadioEncoder, teacher: nn.Module, adaptor: str, ima
 class DistillResult:
     """What a run produced: final step, last losses, held-out dense loss before/after, files written."""
     step: int
-    losses: Dict[str, float]
-    eval_before: Dict[str, float] = field(default_factory=dict)
-    eval_after: Dict[str, float] = field(default_factory=dict)
-    checkpoint: Optional[Path] = None
-    student_path: Optional[Path] = None
+    losses: dict[str, float]
+    eval_before: dict[str, float] = field(default_factory=dict)
+    eval_after: dict[str, float] = field(default_factory=dict)
+    checkpoint: Path | None = None
+    student_path: Path | None = None
     interrupted: bool = False
-    model: Optional[nn.Module] = field(default=None, repr=False)  # the trained student (eval mode)
+    model: nn.Module | None = field(default=None, repr=False)  # the trained student (eval mode)
 
 
-def _dist_info() -> Tuple[int, int, int]:
+def _dist_info() -> tuple[int, int, int]:
     world = int(os.environ.get('WORLD_SIZE', '1'))
     return int(os.environ.get('RANK', '0')), int(os.environ.get('LOCAL_RANK', '0')), world
 
 
-def _rng_state(gen: torch.Generator, noise_gen: torch.Generator) -> Dict[str, Any]:
+def _rng_state(gen: torch.Generator, noise_gen: torch.Generator) -> dict[str, Any]:
     np_state = np.random.get_state()
     state = {
         'gen': gen.get_state(),
@@ -195,7 +203,7 @@ def _rng_state(gen: torch.Generator, noise_gen: torch.Generator) -> Dict[str, An
     return state
 
 
-def _set_rng_state(gen: torch.Generator, noise_gen: torch.Generator, state: Dict[str, Any]) -> None:
+def _set_rng_state(gen: torch.Generator, noise_gen: torch.Generator, state: dict[str, Any]) -> None:
     gen.set_state(state['gen'])
     noise_gen.set_state(state['noise_gen'])
     torch.set_rng_state(state['torch'])
@@ -216,19 +224,13 @@ def _lr_lambda(warmup: int, total: int, min_ratio: float):
     return f
 
 
-def _param_groups(params: Sequence[nn.Parameter], weight_decay: float) -> List[Dict[str, Any]]:
+def _param_groups(params: Sequence[nn.Parameter], weight_decay: float) -> list[dict[str, Any]]:
     decay = [p for p in params if p.ndim >= 2]
     rest = [p for p in params if p.ndim < 2]  # biases, norms, tokens' scales
     return [{'params': decay, 'weight_decay': weight_decay}, {'params': rest, 'weight_decay': 0.0}]
 
 
-def _save_atomic(obj: Any, path: Path) -> None:
-    tmp = path.with_suffix(path.suffix + '.tmp')
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-def train(cfg: Any, stop_after: Optional[int] = None) -> DistillResult:
+def train(cfg: Any, stop_after: int | None = None) -> DistillResult:
     """Run (or resume) the distillation described by ``cfg`` (see ``configs/distill/sam3_head.yaml``).
 
     Args:
@@ -304,8 +306,8 @@ def train(cfg: Any, stop_after: Optional[int] = None) -> DistillResult:
     eval_res = student.nearest_supported_resolution(int(data_cfg.eval_resolution), int(data_cfg.eval_resolution))[0]
 
     step = 0
-    dispersions: Dict[str, float] = {}
-    eval_before: Dict[str, float] = {}
+    dispersions: dict[str, float] = {}
+    eval_before: dict[str, float] = {}
     if ckpt_path.is_file() and run.resume:
         state = torch.load(ckpt_path, map_location='cpu', weights_only=True)
         student.load_state_dict(state['student'])
@@ -343,30 +345,32 @@ def train(cfg: Any, stop_after: Optional[int] = None) -> DistillResult:
 
     def checkpoint() -> None:
         if not is_main:
-            _save_atomic(_rng_state(gen, noise_gen), out_dir / f'rng.rank{rank}.pt')
+            rng = _rng_state(gen, noise_gen)
+            save_atomic(out_dir / f'rng.rank{rank}.pt', lambda tmp: torch.save(rng, tmp))
         else:
-            _save_atomic({
+            state = {
                 'step': step, 'student': student.state_dict(), 'optimizer': optimizer.state_dict(),
                 'scheduler': scheduler.state_dict(), 'sampler': sampler.state_dict(),
                 'ema': ema.state_dict() if ema is not None else None, 'rng': _rng_state(gen, noise_gen),
                 'dispersions': dispersions, 'eval_before': eval_before,
                 'config': OmegaConf.to_container(cfg, resolve=True),
-            }, ckpt_path)
+            }
+            save_atomic(ckpt_path, lambda tmp: torch.save(state, tmp))
         if distributed:
             torch.distributed.barrier()
 
-    def draw_box(r: int) -> Tuple[int, int, int, int]:
+    def draw_box(r: int) -> tuple[int, int, int, int]:
         # an r x r crop of the (r + max_shift)^2 canvas at an independent shifted offset
         return (random_offset(max_shift, shift_step, gen), random_offset(max_shift, shift_step, gen), r, r)
 
     accum = int(optim_cfg.accum_steps)
     bf16 = bool(run.bf16)
-    losses: Dict[str, float] = {}
+    losses: dict[str, float] = {}
     bar = tqdm(total=total_steps, initial=step, disable=not (is_main and run.progress), desc='distill')
     log_file = open(out_dir / 'log.jsonl', 'a') if is_main else None
     try:
         while step < total_steps:
-            sums: Dict[str, float] = {}
+            sums: dict[str, float] = {}
             for micro in range(accum):
                 r = res_sampler.sample(gen)
                 canvas = make_canvas([images.load(i) for i in sampler.next_batch(int(data_cfg.batch_size))],
@@ -378,7 +382,7 @@ def train(cfg: Any, stop_after: Optional[int] = None) -> DistillResult:
                 with sync, damp(trainable, float(loss_cfg.damp_std), noise_gen, enabled=student.training):
                     with _autocast(device, bf16):
                         out = model(crop_view(canvas, s_box, (r, r)), feature_fmt='NCHW')
-                        terms: Dict[str, torch.Tensor] = {}
+                        terms: dict[str, torch.Tensor] = {}
                         total = torch.zeros((), device=device)
                         for name, t in cfg.teachers.items():
                             teacher, box = teachers[name], t_boxes[name]
@@ -424,7 +428,7 @@ def train(cfg: Any, stop_after: Optional[int] = None) -> DistillResult:
             log_file.close()
 
     student.eval()
-    eval_after: Dict[str, float] = {}
+    eval_after: dict[str, float] = {}
     if held_out is not None:
         eval_after = {name: evaluate_dense(student, teachers[name], t.student_adaptor, held_out, eval_res, max_shift,
                                            int(data_cfg.batch_size), device)
@@ -445,9 +449,11 @@ def train(cfg: Any, stop_after: Optional[int] = None) -> DistillResult:
 # Command line
 # --------------------------------------------------------------------------------------------------------------
 
-def main_distill(argv: Optional[Sequence[str]] = None) -> int:
+def main_distill(argv: Sequence[str] | None = None) -> int:
     """``sam3-cradio distill [--config NAME] [--print-config] key=value ...``; run under torchrun for several GPUs."""
     from omegaconf import OmegaConf
+
+    from ..cli import setup_logging
 
     p = argparse.ArgumentParser(
         prog='sam3-cradio distill',
@@ -467,7 +473,7 @@ def main_distill(argv: Optional[Sequence[str]] = None) -> int:
         raise SystemExit(f'set {", ".join(missing)} (e.g. data.images=photos/ run.out_dir=runs/distill)')
     if cfg.run.get('num_threads'):
         torch.set_num_threads(int(cfg.run.num_threads))
-    logging.basicConfig(level=logging.INFO, format='%(asctime)s %(name)s: %(message)s')
+    setup_logging()
     result = train(cfg)
     if _dist_info()[0] == 0:
         print(json.dumps({'step': result.step, 'losses': result.losses, 'eval_before': result.eval_before,

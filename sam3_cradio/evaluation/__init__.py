@@ -1,7 +1,9 @@
-"""Shared machinery of the benchmark runners in ``eval/``: sharded, resumable prediction loops and the dataset
-layouts they read. The metrics themselves live in :mod:`sam3_cradio.metrics`.
+"""The evaluations (``sam3-cradio eval NAME``): sharded, resumable prediction loops, the dataset layouts they read
+and one command per benchmark. The metrics themselves live in :mod:`sam3_cradio.metrics`.
 
-- :mod:`.runner`: shard over torchrun ranks, stream one JSON record per unit to disk, resume, merge once, report.
+- :mod:`.cli`: ``sam3-cradio eval coco|coco-boxes|saco-gold|vos|features``; :mod:`.commands`: one module each.
+- :mod:`.runner`: shard over torchrun ranks, stream one JSON record per unit to disk, resume, merge once, report
+  (``docs/evaluation.md``); model options resolved through :mod:`sam3_cradio.registry`.
 - :mod:`.datasets`: COCO, SA-Co/Gold, DAVIS 2017 and SA-V layouts, checked before any model is built.
 - :mod:`.masks`: masks as JSON-safe COCO RLE.
 - :mod:`.vos`: semi-supervised VOS (first-frame masks) with sam3's tracker.

@@ -16,19 +16,20 @@ from __future__ import annotations
 import json
 import re
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Union
+from typing import Any
 
 import numpy as np
 
+from ..files import IMAGE_EXTS, list_image_files, natural_key
 from .masks import segmentation_to_rle
 
 __all__ = ['DatasetError', 'CocoDataset', 'load_coco', 'GoldPair', 'GoldSubset', 'load_gold', 'GOLD_SUBSETS',
-           'VosSequence', 'VosDataset', 'load_davis', 'load_sav', 'list_images', 'read_image', 'IMAGE_EXTS']
+           'VosSequence', 'VosDataset', 'load_davis', 'load_sav', 'list_images', 'read_image']
 
-PathLike = Union[str, Path]
-IMAGE_EXTS = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp')
+PathLike = str | Path
 
 
 class DatasetError(ValueError):
@@ -69,11 +70,7 @@ def _check_files(root: Path, names: Sequence[str], what: str) -> None:
                            f'expected the image files named by the annotation "file_name" entries')
 
 
-def _natural_key(name: str) -> List[Any]:
-    return [(0, int(t), '') if t.isdigit() else (1, 0, t.lower()) for t in re.split(r'(\d+)', name) if t]
-
-
-def read_image(path: PathLike, info: Optional[Dict[str, Any]] = None) -> np.ndarray:
+def read_image(path: PathLike, info: dict[str, Any] | None = None) -> np.ndarray:
     """(H, W, 3) uint8 RGB; with ``info`` (a json image entry), checks its ``height`` and ``width``."""
     from ..images import to_rgb_array
 
@@ -84,11 +81,10 @@ def read_image(path: PathLike, info: Optional[Dict[str, Any]] = None) -> np.ndar
     return rgb
 
 
-def list_images(folder: PathLike) -> List[Path]:
+def list_images(folder: PathLike) -> list[Path]:
     """Image files under ``folder`` (recursively), in natural order."""
     root = _need_dir(folder, 'image folder', 'a folder of images (.jpg, .png, ...)')
-    files = sorted((p for p in root.rglob('*') if p.is_file() and p.suffix.lower() in IMAGE_EXTS),
-                   key=lambda p: _natural_key(str(p.relative_to(root))))
+    files = list_image_files(root, recursive=True)
     if not files:
         raise DatasetError(f'image folder {str(root)!r} holds no images ({", ".join(IMAGE_EXTS)})')
     return files
@@ -109,10 +105,10 @@ class CocoDataset:
 
     ann_file: Path
     image_dir: Path
-    gt: Dict[str, Any] = field(repr=False)
-    images: Dict[int, Dict[str, Any]] = field(repr=False)
-    categories: List[Dict[str, Any]] = field(repr=False)
-    anns_by_image: Dict[int, List[Dict[str, Any]]] = field(repr=False)
+    gt: dict[str, Any] = field(repr=False)
+    images: dict[int, dict[str, Any]] = field(repr=False)
+    categories: list[dict[str, Any]] = field(repr=False)
+    anns_by_image: dict[int, list[dict[str, Any]]] = field(repr=False)
 
     def image_path(self, image_id: int) -> Path:
         return self.image_dir / self.images[image_id]['file_name']
@@ -134,7 +130,7 @@ def load_coco(ann_file: PathLike, image_dir: PathLike) -> CocoDataset:
     if bad_ids:
         raise DatasetError(f'{path}: image ids must be integers, got e.g. {bad_ids[0]!r}')
     cats = {c['id'] for c in gt['categories']}
-    by_image: Dict[int, List[Dict[str, Any]]] = defaultdict(list)
+    by_image: dict[int, list[dict[str, Any]]] = defaultdict(list)
     for ann in gt['annotations']:
         if ann['image_id'] not in images:
             raise DatasetError(f'{path}: annotation {ann["id"]} refers to image {ann["image_id"]}, which is not in '
@@ -170,28 +166,28 @@ class GoldPair:
     text: str
     height: int
     width: int
-    exhaustive: List[bool]
-    gts: List[List[Dict[str, Any]]] = field(repr=False)     # per annotator: compressed RLEs
-    iscrowd: List[List[int]] = field(repr=False)
+    exhaustive: list[bool]
+    gts: list[list[dict[str, Any]]] = field(repr=False)     # per annotator: compressed RLEs
+    iscrowd: list[list[int]] = field(repr=False)
 
 
 @dataclass
 class GoldSubset:
     name: str
-    files: List[Path]
+    files: list[Path]
     image_dir: Path
-    pairs: Dict[int, GoldPair] = field(repr=False)
+    pairs: dict[int, GoldPair] = field(repr=False)
 
-    def units(self) -> Dict[str, List[int]]:
+    def units(self) -> dict[str, list[int]]:
         """Image file name -> ids of its pairs (one image is encoded once for all its phrases)."""
-        out: Dict[str, List[int]] = defaultdict(list)
+        out: dict[str, list[int]] = defaultdict(list)
         for p in self.pairs.values():
             out[p.file_name].append(p.id)
         return {k: sorted(v) for k, v in out.items()}
 
 
-def _gold_files(gt_dir: Path) -> Dict[str, Dict[str, Path]]:
-    found: Dict[str, Dict[str, Path]] = defaultdict(dict)
+def _gold_files(gt_dir: Path) -> dict[str, dict[str, Path]]:
+    found: dict[str, dict[str, Path]] = defaultdict(dict)
     for p in sorted(gt_dir.iterdir()):
         m = _GOLD_FILE.match(p.name)
         if m:
@@ -199,7 +195,7 @@ def _gold_files(gt_dir: Path) -> Dict[str, Dict[str, Path]]:
     return found
 
 
-def _load_gold_file(path: Path) -> Dict[str, Any]:
+def _load_gold_file(path: Path) -> dict[str, Any]:
     gt = _read_json(path, 'SA-Co/Gold annotation file', GOLD_EXPECTED)
     if not isinstance(gt, dict) or 'images' not in gt or 'annotations' not in gt:
         found = sorted(gt) if isinstance(gt, dict) else type(gt).__name__
@@ -210,11 +206,11 @@ def _load_gold_file(path: Path) -> Dict[str, Any]:
     return gt
 
 
-def _gold_subset(name: str, files: Dict[str, Path], image_dir: Path) -> GoldSubset:
+def _gold_subset(name: str, files: dict[str, Path], image_dir: Path) -> GoldSubset:
     order = sorted(files)
     jsons = [_load_gold_file(files[a]) for a in order]
     first = jsons[0]
-    pairs: Dict[int, GoldPair] = {}
+    pairs: dict[int, GoldPair] = {}
     for img in first['images']:
         pairs[img['id']] = GoldPair(img['id'], img['file_name'], str(img['text_input']), int(img['height']),
                                     int(img['width']), [], [], [])
@@ -225,7 +221,7 @@ def _gold_subset(name: str, files: Dict[str, Path], image_dir: Path) -> GoldSubs
             odd = sorted(set(imgs) ^ set(pairs))[:5]
             raise DatasetError(f'{path}: its image-phrase pair ids differ from {files[order[0]].name}\'s (e.g. {odd});'
                                ' the annotator files of one subset must list the same pairs')
-        anns: Dict[int, List[Dict[str, Any]]] = defaultdict(list)
+        anns: dict[int, list[dict[str, Any]]] = defaultdict(list)
         for ann in gt['annotations']:
             if ann['image_id'] not in imgs:
                 raise DatasetError(f'{path}: an annotation refers to pair {ann["image_id"]}, which is not in "images"')
@@ -242,8 +238,8 @@ def _gold_subset(name: str, files: Dict[str, Path], image_dir: Path) -> GoldSubs
     return GoldSubset(name, [files[a] for a in order], image_dir, pairs)
 
 
-def load_gold(gt_dir: PathLike, image_dir: Optional[PathLike] = None, sa1b_image_dir: Optional[PathLike] = None,
-              subsets: Optional[Sequence[str]] = None) -> List[GoldSubset]:
+def load_gold(gt_dir: PathLike, image_dir: PathLike | None = None, sa1b_image_dir: PathLike | None = None,
+              subsets: Sequence[str] | None = None) -> list[GoldSubset]:
     """Read the SA-Co/Gold subsets in ``gt_dir``.
 
     Args:
@@ -299,12 +295,12 @@ class VosSequence:
     """
 
     name: str
-    frames: List[Path] = field(repr=False)
+    frames: list[Path] = field(repr=False)
     kind: str
-    objects: List[int]
-    gt_frames: Dict[int, List[int]] = field(repr=False)
+    objects: list[int]
+    gt_frames: dict[int, list[int]] = field(repr=False)
     ann_dir: Path = field(repr=False)
-    obj_dirs: Dict[int, str] = field(default_factory=dict, repr=False)  # SA-V: object -> its folder name
+    obj_dirs: dict[int, str] = field(default_factory=dict, repr=False)  # SA-V: object -> its folder name
 
     def _label_map(self, frame_idx: int) -> np.ndarray:
         from PIL import Image
@@ -317,7 +313,7 @@ class VosSequence:
         a = np.array(Image.open(self.ann_dir / self.obj_dirs[obj] / f'{self.frames[frame_idx].stem}.png'))
         return (a > 0) if a.ndim == 2 else (a.max(axis=-1) > 0)
 
-    def first_masks(self) -> Dict[int, np.ndarray]:
+    def first_masks(self) -> dict[int, np.ndarray]:
         """Object -> its (H, W) bool mask on frame 0 (objects absent there are left out)."""
         if self.kind == 'davis':
             lab = self._label_map(0)
@@ -336,19 +332,19 @@ class VosSequence:
 class VosDataset:
     root: Path
     kind: str
-    sequences: Dict[str, VosSequence] = field(repr=False)
+    sequences: dict[str, VosSequence] = field(repr=False)
 
 
-def _frame_files(folder: Path, what: str, expected: str) -> List[Path]:
+def _frame_files(folder: Path, what: str, expected: str) -> list[Path]:
     _need_dir(folder, what, expected)
     files = sorted((p for p in folder.iterdir() if p.suffix.lower() in ('.jpg', '.jpeg', '.png')),
-                   key=lambda p: _natural_key(p.name))
+                   key=lambda p: natural_key(p.name))
     if not files:
         raise DatasetError(f'{what} {str(folder)!r} has no frames (.jpg); expected {expected}')
     return files
 
 
-def _read_list(path: Path, expected: str) -> List[str]:
+def _read_list(path: Path, expected: str) -> list[str]:
     if not path.is_file():
         raise DatasetError(f'sequence list {str(path)!r} does not exist; expected {expected}')
     names = [line.strip() for line in path.read_text().splitlines() if line.strip()]
@@ -405,7 +401,7 @@ def load_sav(root: PathLike, split: str = 'val') -> VosDataset:
             raise DatasetError(f'{ann_dir} has no object folders; expected {SAV_EXPECTED}')
         gt_frames = {}
         for obj, dname in obj_dirs.items():
-            stems = sorted((p.stem for p in (ann_dir / dname).glob('*.png')), key=_natural_key)
+            stems = sorted((p.stem for p in (ann_dir / dname).glob('*.png')), key=natural_key)
             unknown = [s for s in stems if s not in index]
             if unknown:
                 raise DatasetError(f'{ann_dir / dname}: masks {unknown[:3]} have no frame in JPEGImages_24fps/{name}')

@@ -21,16 +21,18 @@ Per map: ``cos`` = mean over positions of the cosine similarity of the two C-vec
 """
 from __future__ import annotations
 
-from typing import Dict, Optional, Sequence, Tuple
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..registry import GLOBAL, Window, format_window
+
 __all__ = ['match_grids', 'compare_maps', 'neck_maps', 'preprocess', 'FeatureComparer', 'summarize']
 
 
-def match_grids(a: torch.Tensor, b: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+def match_grids(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Apply the grid rule to two (B, C, H, W) maps: unchanged if their grids are equal, else both resampled
     (bilinear, antialiased) to the smaller grid (min H, min W).
 
@@ -54,7 +56,7 @@ def match_grids(a: torch.Tensor, b: torch.Tensor) -> Tuple[torch.Tensor, torch.T
     return resample(a), resample(b)
 
 
-def compare_maps(candidate: torch.Tensor, reference: torch.Tensor) -> Dict[str, float]:
+def compare_maps(candidate: torch.Tensor, reference: torch.Tensor) -> dict[str, float]:
     """``{'cos', 'rel_err'}`` of two (1, C, H, W) maps after :func:`match_grids` (see the module docstring).
 
     Example:
@@ -68,7 +70,7 @@ def compare_maps(candidate: torch.Tensor, reference: torch.Tensor) -> Dict[str, 
     return {'cos': float(cos.mean()), 'rel_err': float(rel.mean())}
 
 
-def neck_maps(neck: torch.nn.Module, trunk_map: torch.Tensor) -> Dict[str, torch.Tensor]:
+def neck_maps(neck: torch.nn.Module, trunk_map: torch.Tensor) -> dict[str, torch.Tensor]:
     """SAM3's detector neck levels of one trunk map: ``{'neck_4x': ..., 'neck_2x': ..., 'neck_1x': ...,
     'neck_0.5x': ...}`` (``neck`` is a ``Sam3DualViTDetNeck``; its ``convs``, not its trunk, are used)."""
     return {f'neck_{s:g}x': conv(trunk_map) for s, conv in zip(neck.scale_factors, neck.convs)}
@@ -90,7 +92,7 @@ class FeatureComparer:
 
     Args:
         reference: an image model from ``build_sam3('pe', ...)``; its trunk and neck give the reference maps.
-        candidate_trunk: a ``CRadioTrunk`` (e.g. from ``create_cradio_trunk``).
+        candidate_trunk: a ``CRadioTrunk`` (e.g. from ``build_trunk('cradio_v4_h')``).
         candidate_size: the candidate's input size in pixels (1152 for C-RADIOv4).
         device: where both models are.
     """
@@ -102,38 +104,32 @@ class FeatureComparer:
         self.cand = candidate_trunk
         self.cand_size = int(candidate_size)
         self.device = device
-        self.cand_grid = self.cand_size // int(candidate_trunk.patch_size)
-
-    def check_windows(self, windows: Sequence[Optional[int]]) -> None:
-        bad = [w for w in windows if w is not None and self.cand_grid % w]
-        if bad:
-            useful = [w for w in range(2, self.cand_grid) if self.cand_grid % w == 0]
-            raise ValueError(f'window sizes {bad} do not divide the candidate\'s {self.cand_grid}x{self.cand_grid} '
-                             f'token grid ({self.cand_size} px); use "global" or one of {useful}')
 
     @torch.inference_mode()
-    def compare(self, image: np.ndarray, windows: Sequence[Optional[int]]) -> Dict[str, Dict[str, Dict[str, float]]]:
-        """``{window label: {map name: {'cos', 'rel_err'}}}`` for one (H, W, 3) uint8 image."""
+    def compare(self, image: np.ndarray, windows: Sequence[Window]) -> dict[str, dict[str, dict[str, float]]]:
+        """``{window label: {map name: {'cos', 'rel_err'}}}`` for one (H, W, 3) uint8 image, for each window
+        ('global' or tokens; checked by the caller with :func:`sam3_cradio.registry.resolve`), labelled
+        'global', '8', ..."""
         ref_trunk = self.ref_neck.trunk(preprocess(image, self.ref_size).to(self.device))[-1].float()
         ref = {'trunk': ref_trunk, **neck_maps(self.ref_neck, ref_trunk)}
         x = preprocess(image, self.cand_size).to(self.device)
-        out: Dict[str, Dict[str, Dict[str, float]]] = {}
+        out: dict[str, dict[str, dict[str, float]]] = {}
         encoder = self.cand.encoder
         saved = encoder.window_size
         try:
             for w in windows:
-                encoder.set_window_size(w)
+                encoder.set_window_size(None if w == GLOBAL else int(w))
                 cand_trunk = self.cand(x)[-1].float()
                 cand = {'trunk': cand_trunk, **neck_maps(self.ref_neck, cand_trunk)}
-                out['global' if w is None else str(w)] = {k: compare_maps(cand[k], ref[k]) for k in ref}
+                out[format_window(w)] = {k: compare_maps(cand[k], ref[k]) for k in ref}
         finally:
             encoder.set_window_size(saved)
         return out
 
 
-def summarize(records: Sequence[Dict[str, Dict[str, Dict[str, float]]]]) -> Dict[str, Dict[str, Dict[str, float]]]:
+def summarize(records: Sequence[dict[str, dict[str, dict[str, float]]]]) -> dict[str, dict[str, dict[str, float]]]:
     """Mean and worst case over images: ``{window: {map: {'cos', 'cos_min', 'rel_err', 'rel_err_max'}}}``."""
-    out: Dict[str, Dict[str, Dict[str, float]]] = {}
+    out: dict[str, dict[str, dict[str, float]]] = {}
     for window in records[0]:
         out[window] = {}
         for name in records[0][window]:

@@ -8,17 +8,18 @@ Example:
 """
 from __future__ import annotations
 
-from typing import Any, Dict, List, Sequence, Tuple
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pycocotools.mask as mask_utils
 
 __all__ = ['encode_masks', 'decode_masks', 'segmentation_to_rle']
 
-Rle = Dict[str, Any]
+Rle = dict[str, Any]
 
 
-def encode_masks(masks: np.ndarray) -> List[Rle]:
+def encode_masks(masks: np.ndarray) -> list[Rle]:
     """``(N, H, W)`` bool masks -> N compressed RLEs ``{'size': [H, W], 'counts': str}``."""
     masks = np.asarray(masks, dtype=bool)
     if masks.ndim != 3:
@@ -29,7 +30,7 @@ def encode_masks(masks: np.ndarray) -> List[Rle]:
     return [{'size': [int(s) for s in r['size']], 'counts': r['counts'].decode('ascii')} for r in rles]
 
 
-def decode_masks(rles: Sequence[Rle], size: Tuple[int, int]) -> np.ndarray:
+def decode_masks(rles: Sequence[Rle], size: tuple[int, int]) -> np.ndarray:
     """N RLEs -> ``(N, H, W)`` bool (``(0, H, W)`` for none)."""
     if not rles:
         return np.zeros((0, *size), bool)

@@ -1,34 +1,7 @@
-"""The loop every eval runner shares: shard, predict, stream records to disk, resume, merge once, report.
+"""The loop every evaluation shares: shard over torchrun ranks, predict, stream one JSON record per unit to disk,
+resume, merge once, report; and the model options, resolved through the backbone registry.
 
-A run is a list of work units (an image, an image file with several phrases, a video sequence), each with a
-JSON id (int or str). :func:`run_eval`:
-
-1. sorts the ids deterministically and keeps the first ``--limit`` of them;
-2. reads the records already in ``<out>/records/*.jsonl`` (from an interrupted run, any number of ranks) and
-   skips those ids;
-3. gives rank ``r`` of ``W`` the units ``todo[r::W]`` (``torchrun`` sets ``RANK`` / ``WORLD_SIZE``; one process
-   otherwise);
-4. appends one JSON line per unit to its own ``records/rank{r:05d}.jsonl`` as soon as the unit is done (one
-   ``write`` per line, then ``fsync``; a line cut short by a kill is dropped when the file is reopened), with a
-   tqdm bar (units/s, ETA) on rank 0;
-5. waits for every rank, then rank 0 alone reads every record file, keeps the first record of each id, checks that
-   every expected id is there (none missed, none twice), and hands them to the runner's ``finalize``, which feeds
-   the metric once;
-6. writes ``metrics.json`` (metrics, config, git SHA, device, versions) and ``metrics.md`` (a short table).
-
-Records of ids outside the current selection (e.g. of an earlier run without ``--limit``) are kept on disk and
-ignored. ``<out>/run.json`` holds the run's fingerprint (model, dataset, protocol options, CPU or CUDA); a rerun
-with another fingerprint into the same folder is refused, so records of two different models never mix.
-
-Several models in one command (``--backbone pe cradio_v4_h cradio_v4_h:12``, :func:`run_models`) run one after
-the other on the same ranks, each into ``<out>/<label>/`` as above, then rank 0 writes ``<out>/comparison.md``
-and ``comparison.json`` with their headline numbers side by side.
-
-``torch.distributed`` is used only when ``WORLD_SIZE > 1``: gloo on CPU, nccl on CUDA (device ``cuda:LOCAL_RANK``);
-it only synchronises the ranks, data goes through the record files (so several machines need a shared ``--out``).
-
-Test hook: with ``SAM3C_EVAL_CRASH_AFTER=k`` in the environment, a process raises :class:`InjectedCrash` right
-after writing its k-th record, as if it had been killed there.
+How a run, a resume and a side-by-side comparison work: ``docs/evaluation.md``.
 """
 from __future__ import annotations
 
@@ -44,24 +17,25 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Union
+from typing import Any
 
 import numpy as np
 import torch
 
-from ..cradio import parse_window_size
+from ..cli import window_arg
+from ..files import write_atomic
+from ..registry import ModelSpec, get_backbone, list_backbones, parse_model
 
 __all__ = ['DistContext', 'RecordStore', 'Report', 'EvalSpec', 'InjectedCrash', 'init_distributed', 'run_eval',
-           'run_models', 'model_configs', 'ModelConfig',
-           'add_run_args', 'add_model_args', 'parse_window', 'build_model', 'model_fingerprint', 'environment',
-           'sort_ids',
-           'markdown_table', 'cli', 'CRASH_ENV']
+           'run_models', 'model_configs', 'ModelConfig', 'resolve_model', 'add_run_args', 'add_model_args',
+           'build_model', 'model_fingerprint', 'environment', 'sort_ids', 'markdown_table', 'CRASH_ENV']
 
 _logger = logging.getLogger(__name__)
 
-Id = Union[int, str]
+Id = int | str  # a work unit's id (a JSON key)
 CRASH_ENV = 'SAM3C_EVAL_CRASH_AFTER'
 _DIST_TIMEOUT = datetime.timedelta(hours=24)  # ranks wait for the slowest one at the end
 
@@ -105,7 +79,7 @@ class DistContext:
             self.initialized = False
 
 
-def init_distributed(device: Optional[str] = None) -> DistContext:
+def init_distributed(device: str | None = None) -> DistContext:
     """Read torchrun's ``RANK`` / ``WORLD_SIZE`` / ``LOCAL_RANK`` and start a process group when ``WORLD_SIZE > 1``.
 
     Args:
@@ -158,7 +132,7 @@ def single_process_env() -> Iterator[None]:
 # Records
 # --------------------------------------------------------------------------------------------------------------
 
-def sort_ids(ids: Sequence[Id]) -> List[Id]:
+def sort_ids(ids: Sequence[Id]) -> list[Id]:
     """Unique ids in a fixed order: ints before strs, each ascending."""
     bad = [i for i in ids if isinstance(i, bool) or not isinstance(i, (int, str))]
     if bad:
@@ -170,14 +144,14 @@ class RecordStore:
     """JSON-lines records of one run: ``<root>/records/rank{r:05d}.jsonl``, one line ``{"id": ..., "data": ...}``
     per unit. Each rank appends only to its own file; :meth:`read_all` reads every rank's file."""
 
-    def __init__(self, root: Union[str, os.PathLike], rank: int = 0) -> None:
+    def __init__(self, root: str | os.PathLike, rank: int = 0) -> None:
         self.dir = Path(root) / 'records'
         self.path = self.dir / f'rank{rank:05d}.jsonl'
-        self._fd: Optional[int] = None
+        self._fd: int | None = None
 
-    def read_all(self) -> Dict[Id, Any]:
+    def read_all(self) -> dict[Id, Any]:
         """``{id: data}`` over all record files; the first record of an id wins. A torn last line is skipped."""
-        out: Dict[Id, Any] = {}
+        out: dict[Id, Any] = {}
         for path in sorted(self.dir.glob('rank*.jsonl')):
             with open(path, 'rb') as f:
                 lines = f.read().split(b'\n')
@@ -196,7 +170,7 @@ class RecordStore:
                 out.setdefault(key, data)
         return out
 
-    def open(self) -> 'RecordStore':
+    def open(self) -> RecordStore:
         """Open this rank's file for appending, first cutting a torn last line (no trailing newline) off."""
         self.dir.mkdir(parents=True, exist_ok=True)
         if self.path.exists():
@@ -232,7 +206,7 @@ class RecordStore:
 # Provenance
 # --------------------------------------------------------------------------------------------------------------
 
-def _git(*args: str) -> Optional[str]:
+def _git(*args: str) -> str | None:
     try:
         out = subprocess.run(['git', *args], cwd=Path(__file__).resolve().parent, capture_output=True, text=True,
                              timeout=10)
@@ -241,7 +215,7 @@ def _git(*args: str) -> Optional[str]:
     return out.stdout.strip() if out.returncode == 0 else None
 
 
-def _version(dist_name: str) -> Optional[str]:
+def _version(dist_name: str) -> str | None:
     from importlib import metadata
 
     try:
@@ -250,7 +224,7 @@ def _version(dist_name: str) -> Optional[str]:
         return None
 
 
-def environment(device: torch.device) -> Dict[str, Any]:
+def environment(device: torch.device) -> dict[str, Any]:
     """Git SHA (and whether the tree had local changes), device and library versions, for the metrics JSON."""
     sha = _git('rev-parse', 'HEAD')
     status = _git('status', '--porcelain', '--untracked-files=no')
@@ -290,10 +264,10 @@ class Report:
     """What a runner's ``finalize`` returns: JSON metrics, a markdown table, optional printed detail, and the
     headline numbers a side-by-side comparison shows."""
 
-    metrics: Dict[str, Any]
+    metrics: dict[str, Any]
     table: str
     text: str = ''
-    headline: Dict[str, Any] = field(default_factory=dict)  # a few numbers for side-by-side tables
+    headline: dict[str, Any] = field(default_factory=dict)  # a few numbers for side-by-side tables
 
 
 @dataclass
@@ -312,14 +286,14 @@ class EvalSpec:
 
     name: str
     ids: Sequence[Id]
-    fingerprint: Dict[str, Any]
+    fingerprint: dict[str, Any]
     make_worker: Callable[[DistContext], Callable[[Id], Any]]
-    finalize: Callable[[Dict[Id, Any], List[Id]], Report]
+    finalize: Callable[[dict[Id, Any], list[Id]], Report]
     unit: str = 'img'
     title: str = ''
 
 
-def _check_run_file(path: Path, expected: Dict[str, Any]) -> None:
+def _check_run_file(path: Path, expected: dict[str, Any]) -> None:
     try:
         found = json.loads(path.read_text())
     except (OSError, ValueError) as e:
@@ -335,7 +309,7 @@ def _check_run_file(path: Path, expected: Dict[str, Any]) -> None:
                          'or --overwrite to discard them')
 
 
-def _prepare_out(out: Path, run_info: Dict[str, Any], overwrite: bool) -> None:
+def _prepare_out(out: Path, run_info: dict[str, Any], overwrite: bool) -> None:
     run_file = out / 'run.json'
     if overwrite:
         for name in ('records', 'run.json', 'metrics.json', 'metrics.md'):
@@ -348,23 +322,16 @@ def _prepare_out(out: Path, run_info: Dict[str, Any], overwrite: bool) -> None:
     if run_file.exists():
         _check_run_file(run_file, run_info)
     else:
-        tmp = run_file.with_suffix('.tmp')
-        tmp.write_text(json.dumps(run_info, indent=1))
-        os.replace(tmp, run_file)
+        write_atomic(run_file, json.dumps(run_info, indent=1))
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + '.tmp')
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def run_eval(spec: EvalSpec, args: argparse.Namespace, ctx: Optional[DistContext] = None
-             ) -> Optional[Dict[str, Any]]:
+def run_eval(spec: EvalSpec, args: argparse.Namespace, ctx: DistContext | None = None,
+             echo: Callable[[str], Any] | None = None) -> dict[str, Any] | None:
     """Run ``spec`` with the common options in ``args`` (``out``, ``limit``, ``overwrite``, ``device``,
     ``progress``, ``threads``); returns the metrics JSON on rank 0 and None on other ranks.
 
-    Without ``ctx`` the process group (if any) is started here and closed at the end.
+    Without ``ctx`` the process group (if any) is started here and closed at the end. ``echo`` (e.g. ``print``,
+    from a command) receives the report's text and markdown table on rank 0.
     """
     out = Path(args.out)
     ids = sort_ids(list(spec.ids))
@@ -379,14 +346,18 @@ def run_eval(spec: EvalSpec, args: argparse.Namespace, ctx: Optional[DistContext
     own = ctx is None
     ctx = init_distributed(args.device) if own else ctx
     try:
-        return _run(spec, args, ctx, out, ids)
+        return _run(spec, args, ctx, out, ids, echo or _quiet)
     finally:
         if own:
             ctx.close()
 
 
-def _run(spec: EvalSpec, args: argparse.Namespace, ctx: DistContext, out: Path, ids: List[Id]
-         ) -> Optional[Dict[str, Any]]:
+def _quiet(text: str) -> None:
+    pass
+
+
+def _run(spec: EvalSpec, args: argparse.Namespace, ctx: DistContext, out: Path, ids: list[Id],
+         echo: Callable[[str], Any]) -> dict[str, Any] | None:
     from tqdm.auto import tqdm
 
     # records made in bf16 on CUDA and in float32 on CPU differ slightly: never mix them in one folder
@@ -442,37 +413,61 @@ def _run(spec: EvalSpec, args: argparse.Namespace, ctx: DistContext, out: Path, 
         **environment(ctx.device),
     }
     result = _jsonable(result)
-    _write_atomic(out / 'metrics.json', json.dumps(result, indent=1, allow_nan=False))
+    write_atomic(out / 'metrics.json', json.dumps(result, indent=1, allow_nan=False))
     md = (f'{spec.title}\n\n' if spec.title else '') + report.table + '\n'
-    _write_atomic(out / 'metrics.md', md)
+    write_atomic(out / 'metrics.md', md)
     if report.text:
-        print(report.text)
-    print(md)
-    print(f'wrote {out / "metrics.json"} and {out / "metrics.md"}')
+        echo(report.text)
+    echo(md)
+    _logger.info('wrote %s and %s', out / 'metrics.json', out / 'metrics.md')
     return result
 
 
 @dataclass
 class ModelConfig:
-    """One model of a side-by-side run: a label (its output subfolder) and the options to build it."""
+    """One model of a (side-by-side) run: its label (the output subfolder when there are several), its checked
+    :class:`~sam3_cradio.registry.ModelSpec`, and the options to build it (``backbone`` one name)."""
 
     label: str
+    spec: ModelSpec
     args: argparse.Namespace
 
 
-def model_configs(args: argparse.Namespace) -> List[ModelConfig]:
-    """The models named by ``--backbone`` (one or several, each ``NAME`` or ``NAME:WINDOW``); ``--window-size``
-    applies to the C-RADIO ones given without a window. Each gets ``args.out / label`` when there are several."""
-    specs = args.backbone if isinstance(args.backbone, (list, tuple)) else [args.backbone]
-    out: List[ModelConfig] = []
-    for spec in specs:
-        name, sep, win = spec.partition(':')
-        window = parse_window(win) if sep else (None if name == 'pe' else args.window_size)
-        if name == 'pe' and window is not None:
-            raise ValueError(f'{spec!r}: PE\'s windows are fixed by its checkpoint; give window sizes to C-RADIO '
-                             'backbones only')
-        label = name if window is None else f'{name}-w{window}'
-        out.append(ModelConfig(label, argparse.Namespace(**{**vars(args), 'backbone': name, 'window_size': window})))
+def resolve_model(args: argparse.Namespace) -> tuple[ModelSpec, list[str]]:
+    """The checked model of one :class:`ModelConfig`'s options (``backbone`` one ``NAME[:WINDOW]``,
+    ``window_size``, ``override``) and the hydra overrides left once ``backbone.image_size`` /
+    ``backbone.window_size`` are folded into it (see :func:`sam3_cradio.build.resolve_build`)."""
+    from ..build import resolve_build
+
+    return resolve_build(args.backbone, args.window_size, None, list(args.override))
+
+
+def _label(spec: ModelSpec) -> str:
+    b = spec.backbone
+    label = spec.name if spec.window == b.default_window else f'{spec.name}-w{spec.window}'
+    return label if spec.resolution == b.image_size else f'{label}-{spec.resolution}px'
+
+
+def model_configs(args: argparse.Namespace) -> list[ModelConfig]:
+    """The models named by ``--backbone`` (one or several, each ``NAME`` or ``NAME:WINDOW``), each checked by the
+    registry before anything is built or written. ``--window-size`` and ``--cradio-checkpoint`` apply to the
+    C-RADIO backbones (the window to those named without one); given when no backbone takes them, they are an
+    error (the registry's: PE's window is fixed). With several models each gets ``args.out / label``."""
+    texts = args.backbone if isinstance(args.backbone, (list, tuple)) else [args.backbone]
+    window = getattr(args, 'window_size', None)
+    named = [parse_model(t) for t in texts]
+    cradio_open = any(b.is_cradio and w is None for b, w in named)  # C-RADIO models --window-size applies to
+    if args.cradio_checkpoint is not None and not any(b.is_cradio for b, _ in named):
+        raise ValueError(f'--cradio-checkpoint applies to C-RADIO backbones; {", ".join(b.name for b, _ in named)} '
+                         'take their weights from sam3.pt (--sam3-checkpoint)')
+    out: list[ModelConfig] = []
+    for b, w in named:
+        if w is None and window is not None and (b.is_cradio or not cradio_open):
+            w = window
+        m = argparse.Namespace(**{**vars(args), 'backbone': b.name, 'window_size': w,
+                                  'cradio_checkpoint': args.cradio_checkpoint if b.is_cradio else None})
+        spec, _ = resolve_model(m)
+        out.append(ModelConfig(_label(spec), spec, m))
     labels = [c.label for c in out]
     if len(set(labels)) != len(labels):
         raise ValueError(f'--backbone names a model twice: {labels}')
@@ -482,16 +477,19 @@ def model_configs(args: argparse.Namespace) -> List[ModelConfig]:
     return out
 
 
-def run_models(args: argparse.Namespace, make_spec: Callable[[argparse.Namespace], EvalSpec],
-               anchor: str = '') -> Optional[Dict[str, Any]]:
-    """Run one eval for every model of :func:`model_configs`, one after the other on the same ranks, then (rank 0,
-    several models) write ``<out>/comparison.{json,md}``: the models' headline metrics side by side."""
-    configs = model_configs(args)
+def run_models(args: argparse.Namespace, make_spec: Callable[[ModelConfig], EvalSpec], anchor: str = '',
+               configs: Sequence[ModelConfig] | None = None, echo: Callable[[str], Any] | None = None
+               ) -> dict[str, Any] | None:
+    """Run one eval for every model of :func:`model_configs` (or ``configs``, already made from ``args``), one
+    after the other on the same ranks, then (rank 0, several models) write ``<out>/comparison.{json,md}``: the
+    models' headline metrics side by side. ``echo`` as in :func:`run_eval`."""
+    echo = echo or _quiet
+    configs = list(configs) if configs is not None else model_configs(args)
     if getattr(args, 'threads', None):
         torch.set_num_threads(args.threads)
     ctx = init_distributed(args.device)
     try:
-        results = {c.label: run_eval(make_spec(c.args), c.args, ctx) for c in configs}
+        results = {c.label: run_eval(make_spec(c), c.args, ctx, echo) for c in configs}
     finally:
         ctx.close()
     if not ctx.is_main:
@@ -503,15 +501,18 @@ def run_models(args: argparse.Namespace, make_spec: Callable[[argparse.Namespace
     first = next(iter(results.values()))
     table = markdown_table(['model', *keys], rows, '{:.2f}')
     md = f'## {first["eval"]}: side by side ({first["num_units"]} {first["unit"]}s each)\n\n{table}\n'
+    md += '\n' + '\n'.join(f'- {c.label}: {c.spec.title()}' for c in configs) + '\n'
     if anchor:
         md += f'\n{anchor}\n'
     out = Path(args.out)
-    comparison = _jsonable({'eval': first['eval'], 'models': {k: {'headline': r['headline'], 'out': str(
-        Path(r['config']['out']))} for k, r in results.items()}, 'git_sha': first['git_sha']})
-    _write_atomic(out / 'comparison.json', json.dumps(comparison, indent=1, allow_nan=False))
-    _write_atomic(out / 'comparison.md', md)
-    print(md)
-    print(f'wrote {out / "comparison.md"}')
+    titles = {c.label: c.spec.title() for c in configs}
+    comparison = _jsonable({'eval': first['eval'], 'models': {k: {
+        'title': titles[k], 'headline': r['headline'], 'out': str(Path(r['config']['out']))}
+        for k, r in results.items()}, 'git_sha': first['git_sha']})
+    write_atomic(out / 'comparison.json', json.dumps(comparison, indent=1, allow_nan=False))
+    write_atomic(out / 'comparison.md', md)
+    echo(md)
+    _logger.info('wrote %s', out / 'comparison.md')
     return comparison
 
 
@@ -519,15 +520,8 @@ def run_models(args: argparse.Namespace, make_spec: Callable[[argparse.Namespace
 # Command-line pieces
 # --------------------------------------------------------------------------------------------------------------
 
-def parse_window(value: str) -> Union[str, int]:
-    """Like :func:`~sam3_cradio.cradio.parse_window_size`, but global attention is 'global': None here means
-    "the config's default window"."""
-    w = parse_window_size(value)
-    return 'global' if w is None else w
-
-
 def add_run_args(p: argparse.ArgumentParser) -> None:
-    """``--out``, ``--limit``, ``--overwrite``, ``--device``, ``--no-progress``."""
+    """``--out``, ``--limit``, ``--overwrite``, ``--device``, ``--no-progress``, ``--threads``."""
     g = p.add_argument_group('run')
     g.add_argument('--out', type=Path, required=True,
                    help='output folder: records/ (streamed predictions), run.json, metrics.json, metrics.md; '
@@ -540,43 +534,52 @@ def add_run_args(p: argparse.ArgumentParser) -> None:
 
 
 def add_model_args(p: argparse.ArgumentParser, default_backbone: str = 'cradio_v4_h') -> None:
-    """The model options every runner shares (same names as the ``sam3-cradio`` CLI)."""
+    """The model options every evaluation shares (same names as the ``sam3-cradio`` commands')."""
+    cradio = [n for n in list_backbones() if get_backbone(n).is_cradio]
     g = p.add_argument_group('model')
     g.add_argument('--backbone', nargs='+', default=[default_backbone], metavar='NAME[:WINDOW]',
-                   help="pe (SAM3's own encoder), cradio_v4_h, cradio_v4_so400m, cradio_tiny (tests); several "
-                        "(e.g. pe cradio_v4_h cradio_v4_h:12) are evaluated one after the other, each into "
-                        "--out/<name>[-w<window>], and compared side by side in --out/comparison.md")
-    g.add_argument('--window-size', type=parse_window, default=None,
-                   help='C-RADIO ViTDet window in tokens, or "global" (default: the config\'s; at 1152 px it must '
-                        'divide 72: 6, 8, 12, 18, 24)')
+                   help=f'one or several of {", ".join(list_backbones())} (pe: SAM3\'s own encoder); several '
+                        '(e.g. pe cradio_v4_h cradio_v4_h:12) are evaluated one after the other, each into '
+                        '--out/<name>[-w<window>], and compared side by side in --out/comparison.md')
+    g.add_argument('--window-size', type=window_arg, default=None, metavar='global|N',
+                   help=f'ViTDet window in tokens, or "global", for the C-RADIO backbones ({", ".join(cradio)}) '
+                        'named without one; it must divide the token grid (72 at 1152 px: 6, 8, 9, 12, 18, 24). '
+                        "Default: global. PE's window is fixed (24)")
     g.add_argument('--sam3-checkpoint', default=None, help='local sam3.pt (default: HF facebook/sam3)')
-    g.add_argument('--cradio-checkpoint', default=None, help='local C-RADIO .pth.tar (default: the release)')
+    g.add_argument('--cradio-checkpoint', default=None,
+                   help='local C-RADIO .pth.tar for the C-RADIO backbones (default: the release)')
     g.add_argument('--random-weights', action='store_true', help='random SAM3 weights (tests; no downloads)')
     g.add_argument('--override', action='append', default=[], metavar='KEY=VALUE',
                    help='hydra override of the model config (repeatable), e.g. backbone.image_size=768')
     g.add_argument('--seed', type=int, default=0, help='torch seed set before building (random weights)')
 
 
-def model_fingerprint(args: argparse.Namespace) -> Dict[str, Any]:
-    """What the predictions depend on, from :func:`add_model_args` options."""
-    ckpt = {k: (str(Path(v).resolve()) if v else None) for k, v in
-            (('sam3_checkpoint', args.sam3_checkpoint), ('cradio_checkpoint', args.cradio_checkpoint))}
-    return {'backbone': args.backbone, 'window_size': args.window_size, 'pretrained': not args.random_weights,
-            'overrides': list(args.override), 'seed': args.seed if args.random_weights else None, **ckpt}
+def _checkpoint(path: str | None) -> str | None:
+    return str(Path(path).resolve()) if path else None
 
 
-def build_model(args: argparse.Namespace, mode: str, device: torch.device, interactive: bool = True) -> torch.nn.Module:
-    """``build_sam3`` from :func:`add_model_args` options, seeded, as if in a single process."""
+def model_fingerprint(args: argparse.Namespace) -> dict[str, Any]:
+    """What the predictions depend on, from one :class:`ModelConfig`'s options: the resolved model (backbone,
+    window as 'global' or tokens, resolution), its weights and overrides."""
+    spec, overrides = resolve_model(args)
+    return {'backbone': spec.name, 'window_size': spec.window, 'resolution': spec.resolution,
+            'pretrained': not args.random_weights, 'overrides': overrides,
+            'seed': args.seed if args.random_weights else None,
+            'sam3_checkpoint': _checkpoint(args.sam3_checkpoint),
+            'cradio_checkpoint': _checkpoint(args.cradio_checkpoint)}
+
+
+def build_model(args: argparse.Namespace, mode: str, device: torch.device, interactive: bool = True
+                ) -> torch.nn.Module:
+    """``build_sam3`` of one :class:`ModelConfig`'s options, seeded, as if in a single process."""
     from ..build import build_sam3
 
-    kwargs: Dict[str, Any] = {}
-    if args.window_size is not None:
-        kwargs['window_size'] = None if args.window_size == 'global' else args.window_size
+    spec, overrides = resolve_model(args)
     torch.manual_seed(args.seed)
     with single_process_env():
-        return build_sam3(args.backbone, mode=mode, overrides=args.override, pretrained=not args.random_weights,
+        return build_sam3(spec, mode=mode, overrides=overrides, pretrained=not args.random_weights,
                           sam3_checkpoint=args.sam3_checkpoint, cradio_checkpoint=args.cradio_checkpoint,
-                          interactive=interactive, device=device, **kwargs)
+                          interactive=interactive, device=device)
 
 
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]], fmt: str = '{:.1f}') -> str:
@@ -591,13 +594,3 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]], fmt: st
     lines = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
     lines += ['| ' + ' | '.join(cell(v) for v in row) + ' |' for row in rows]
     return '\n'.join(lines)
-
-
-def cli(main: Callable[[Optional[List[str]]], int], argv: Optional[List[str]] = None) -> int:
-    """Run an eval ``main`` as a command: logging on, user errors as one line (exit 2), no traceback."""
-    logging.basicConfig(level=logging.INFO, format='%(levelname)s %(name)s: %(message)s')
-    try:
-        return main(argv)
-    except (ValueError, FileNotFoundError) as e:
-        print(f'error: {e}', file=sys.stderr)
-        return 2

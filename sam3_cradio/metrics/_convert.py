@@ -5,15 +5,16 @@ expected and what was given.
 """
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pycocotools.mask as mask_utils
 
 __all__ = ['MaskLike', 'to_rles', 'mask_size', 'xyxy_to_xywh', 'as_vector', 'as_binary_mask']
 
-Rle = Dict[str, Any]
-MaskLike = Union[np.ndarray, Sequence[Rle]]
+Rle = dict[str, Any]
+MaskLike = np.ndarray | Sequence[Rle]
 
 
 def _is_rle_list(x: Any) -> bool:
@@ -52,7 +53,7 @@ def as_binary_mask(x: Any, name: str, ndim: int) -> np.ndarray:
                      'threshold scores or logits first, e.g. masks > 0')
 
 
-def to_rles(masks: MaskLike, name: str, size: Optional[Tuple[int, int]] = None) -> List[Rle]:
+def to_rles(masks: MaskLike, name: str, size: tuple[int, int] | None = None) -> list[Rle]:
     """Converts ``(N, H, W)`` binary masks or a list of COCO RLEs to compressed RLEs.
 
     Args:
@@ -91,7 +92,7 @@ def to_rles(masks: MaskLike, name: str, size: Optional[Tuple[int, int]] = None) 
     return mask_utils.encode(np.asfortranarray(a.transpose(1, 2, 0).astype(np.uint8)))
 
 
-def mask_size(masks: MaskLike) -> Optional[Tuple[int, int]]:
+def mask_size(masks: MaskLike) -> tuple[int, int] | None:
     """Returns ``(H, W)`` of an ``(N, H, W)`` array or of the first RLE, or ``None`` for an empty list."""
     if _is_rle_list(masks):
         return tuple(int(v) for v in masks[0]['size']) if len(masks) else None
@@ -99,7 +100,7 @@ def mask_size(masks: MaskLike) -> Optional[Tuple[int, int]]:
     return tuple(a.shape[1:3]) if a.ndim == 3 else None
 
 
-def xyxy_to_xywh(boxes: Any, name: str, n: Optional[int] = None) -> np.ndarray:
+def xyxy_to_xywh(boxes: Any, name: str, n: int | None = None) -> np.ndarray:
     """Converts ``(N, 4)`` pixel boxes ``x1, y1, x2, y2`` to COCO ``x, y, w, h``.
 
     Example:

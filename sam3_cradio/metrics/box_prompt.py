@@ -17,7 +17,7 @@ EfficientViT prints IoU x 100; here values are fractions in [0, 1].
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict, List, Union
+from typing import Any
 
 import numpy as np
 
@@ -61,7 +61,7 @@ class BoxPromptMIoUResult:
             ('all', self.miou, self.count), ('small', self.miou_small, self.count_small),
             ('medium', self.miou_medium, self.count_medium), ('large', self.miou_large, self.count_large))])
 
-    def to_dict(self) -> Dict[str, Union[float, int]]:
+    def to_dict(self) -> dict[str, float | int]:
         """Returns the fields as a dict (IoUs as fractions; NaN for empty buckets)."""
         return {'miou': self.miou, 'miou_small': self.miou_small, 'miou_medium': self.miou_medium,
                 'miou_large': self.miou_large, 'count': self.count, 'count_small': self.count_small,
@@ -86,16 +86,16 @@ class BoxPromptMIoUMetric:
 
     def __init__(self, min_area: float = 1.0) -> None:
         self.min_area = float(min_area)
-        self._ious: List[float] = []
-        self._areas: List[float] = []
+        self._ious: list[float] = []
+        self._areas: list[float] = []
         self._skipped = 0
 
-    def reset(self) -> 'BoxPromptMIoUMetric':
+    def reset(self) -> BoxPromptMIoUMetric:
         """Forgets all instances. Returns self."""
         self._ious, self._areas, self._skipped = [], [], 0
         return self
 
-    def update(self, gt_mask: Any, pred_mask: Any, area: Any) -> 'BoxPromptMIoUMetric':
+    def update(self, gt_mask: Any, pred_mask: Any, area: Any) -> BoxPromptMIoUMetric:
         """Adds one instance, or N instances of one image.
 
         Args:

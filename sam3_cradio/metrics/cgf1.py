@@ -31,8 +31,9 @@ setting: thresholded predictions during training) is a different evaluator, not 
 from __future__ import annotations
 
 import logging
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Dict, Hashable, List, Mapping, Optional, Sequence, Union
+from typing import Any
 
 import numpy as np
 import pycocotools.mask as mask_utils
@@ -63,14 +64,14 @@ class _PairEval:
 
     il: str  # 'TP', 'FP', 'TN', 'FN'
     num_dt: int
-    tps: Optional[np.ndarray] = None
-    fps: Optional[np.ndarray] = None
-    fns: Optional[np.ndarray] = None
-    local_f1: Optional[np.ndarray] = None
+    tps: np.ndarray | None = None
+    fps: np.ndarray | None = None
+    fns: np.ndarray | None = None
+    local_f1: np.ndarray | None = None
     positive: bool = False  # has GT and a kept prediction ("local_positive_F1s" in sam3)
 
 
-def _evaluate_pair(gt: List[Any], gt_crowd: np.ndarray, dt: List[Any], scores: np.ndarray, threshold: float,
+def _evaluate_pair(gt: list[Any], gt_crowd: np.ndarray, dt: list[Any], scores: np.ndarray, threshold: float,
                    thresholds: np.ndarray) -> _PairEval:
     keep_gt, keep_dt = ~gt_crowd, scores >= threshold
     gt = [g for g, k in zip(gt, keep_gt) if k]
@@ -98,7 +99,7 @@ def _evaluate_pair(gt: List[Any], gt_crowd: np.ndarray, dt: List[Any], scores: n
                      positive=n_gt > 0)
 
 
-def _select_best(evals: List[_PairEval]) -> _PairEval:
+def _select_best(evals: list[_PairEval]) -> _PairEval:
     """sam3 ``CGF1Evaluator._select_best_scoring`` for one pair."""
     best = evals[0]
     for cur in evals[1:]:
@@ -143,13 +144,13 @@ class CgF1Result:
     iou_type: str
     num_pairs: int
     num_skipped: int
-    il_counts: Dict[str, int]
+    il_counts: dict[str, int]
     iou_thresholds: np.ndarray = field(repr=False)
     tp: np.ndarray = field(repr=False)
     fp: np.ndarray = field(repr=False)
     fn: np.ndarray = field(repr=False)
     positive_micro_fp: np.ndarray = field(repr=False)
-    sam3_stats: Dict[str, float] = field(repr=False)
+    sam3_stats: dict[str, float] = field(repr=False)
 
     def __str__(self) -> str:
         return '\n'.join([
@@ -161,9 +162,9 @@ class CgF1Result:
             f' pmF1   @[ IoU=0.50:0.95 ] = {self.pmf1:6.2f}',
             f' IL_MCC                    = {self.il_mcc:6.3f}'])
 
-    def to_dict(self) -> Dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         """Returns a JSON-serialisable dict of all fields (arrays as lists)."""
-        out: Dict[str, Any] = {k: getattr(self, k) for k in (
+        out: dict[str, Any] = {k: getattr(self, k) for k in (
             'cgf1', 'il_mcc', 'pmf1', 'cgf1_50', 'cgf1_75', 'score_threshold', 'iou_type', 'num_pairs',
             'num_skipped')}
         out['il_counts'] = dict(self.il_counts)
@@ -173,7 +174,7 @@ class CgF1Result:
         return out
 
 
-def average_cgf1(results: Mapping[str, CgF1Result]) -> Dict[str, float]:
+def average_cgf1(results: Mapping[str, CgF1Result]) -> dict[str, float]:
     """Plain mean of cgF1, IL_MCC and pmF1 over subsets, as SA-Co/Gold's "Average" column.
 
     Args:
@@ -211,24 +212,24 @@ class CgF1Metric:
         self.score_threshold = float(score_threshold)
         self.iou_type = iou_type
         self.iou_thresholds = IOU_THRESHOLDS.copy()
-        self._pairs: Dict[Hashable, _PairEval] = {}
+        self._pairs: dict[Hashable, _PairEval] = {}
         self._skipped: set = set()
         _logger.info('cgF1: keeping predictions with score >= %g (%s IoU)', self.score_threshold, iou_type)
 
-    def reset(self) -> 'CgF1Metric':
+    def reset(self) -> CgF1Metric:
         """Forgets all pairs. Returns self."""
         self._pairs, self._skipped = {}, set()
         return self
 
-    def _regions(self, x: Any, name: str) -> List[Any]:
+    def _regions(self, x: Any, name: str) -> list[Any]:
         if self.iou_type == 'segm':
             return to_rles(x, name)
         return [list(b) for b in xyxy_to_xywh(x, name)]
 
-    def update(self, pair_id: Hashable, gt: Union[MaskLike, Any], pred: Union[MaskLike, Any], scores: Any, *,
-               gt_iscrowd: Optional[Any] = None, extra_gts: Sequence[Union[MaskLike, Any]] = (),
-               extra_gt_iscrowd: Optional[Sequence[Any]] = None,
-               exhaustive: Union[bool, Sequence[bool]] = True) -> 'CgF1Metric':
+    def update(self, pair_id: Hashable, gt: MaskLike | Any, pred: MaskLike | Any, scores: Any, *,
+               gt_iscrowd: Any | None = None, extra_gts: Sequence[MaskLike | Any] = (),
+               extra_gt_iscrowd: Sequence[Any] | None = None,
+               exhaustive: bool | Sequence[bool] = True) -> CgF1Metric:
         """Adds one image-phrase pair.
 
         Args:
@@ -328,7 +329,7 @@ class CgF1Metric:
                    'IL_F1': 2 * il_prec * il_rec / (il_prec + il_rec + 1e-6),
                    'IL_FPR': il_fp / (il_fp + il_tn + 1e-6), 'IL_MCC': il_mcc}
 
-        def summarize(values: np.ndarray, thr: Optional[float]) -> float:
+        def summarize(values: np.ndarray, thr: float | None) -> float:
             s = values if thr is None else values[np.where(thr == self.iou_thresholds)[0]]
             s = s[s > -1]
             return float(np.mean(s)) if len(s) else -1.0

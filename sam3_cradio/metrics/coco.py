@@ -15,8 +15,9 @@ import io
 import json
 import logging
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
+from typing import Any
 
 import numpy as np
 import pycocotools.mask as mask_utils
@@ -47,8 +48,8 @@ class CocoResult:
         num_predictions: Predictions received.
     """
 
-    segm: Optional[Dict[str, float]]
-    bbox: Optional[Dict[str, float]]
+    segm: dict[str, float] | None
+    bbox: dict[str, float] | None
     num_images: int
     num_predictions: int
 
@@ -78,14 +79,14 @@ class CocoResult:
                              f'{stats[key]:0.3f}')
         return '\n'.join(lines)
 
-    def to_dict(self) -> Dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         """Returns a JSON-serialisable dict ``{'segm': {...}, 'bbox': {...}, 'num_images', 'num_predictions'}``."""
         return {'segm': None if self.segm is None else dict(self.segm),
                 'bbox': None if self.bbox is None else dict(self.bbox),
                 'num_images': self.num_images, 'num_predictions': self.num_predictions}
 
 
-def _load_gt(gt: Union[Mapping[str, Any], str, os.PathLike], iou_types: Sequence[str]) -> COCO:
+def _load_gt(gt: Mapping[str, Any] | str | os.PathLike, iou_types: Sequence[str]) -> COCO:
     if isinstance(gt, (str, os.PathLike)):
         with open(gt) as f:
             dataset = json.load(f)
@@ -129,7 +130,7 @@ class CocoMetric:
             default every GT image is evaluated, as in COCO, and an image never updated counts as all misses.
     """
 
-    def __init__(self, gt: Union[Mapping[str, Any], str, os.PathLike], iou_types: Sequence[str] = _IOU_TYPES,
+    def __init__(self, gt: Mapping[str, Any] | str | os.PathLike, iou_types: Sequence[str] = _IOU_TYPES,
                  only_updated_images: bool = False) -> None:
         iou_types = tuple(iou_types)
         bad = [t for t in iou_types if t not in _IOU_TYPES]
@@ -139,19 +140,19 @@ class CocoMetric:
         self.only_updated_images = only_updated_images
         self._gt = _load_gt(gt, iou_types)
         self._cat_ids = set(self._gt.getCatIds())
-        self._results: Dict[str, List[Dict[str, Any]]] = {}
+        self._results: dict[str, list[dict[str, Any]]] = {}
         self._seen: set = set()
         self.reset()
 
-    def reset(self) -> 'CocoMetric':
+    def reset(self) -> CocoMetric:
         """Forgets all predictions. Returns self."""
         self._results = {t: [] for t in self.iou_types}
         self._seen = set()
         return self
 
-    def update(self, image_id: int, category_ids: Union[int, Sequence[int], np.ndarray],
-               masks: Optional[MaskLike] = None, boxes: Optional[Any] = None,
-               scores: Optional[Any] = None) -> 'CocoMetric':
+    def update(self, image_id: int, category_ids: int | Sequence[int] | np.ndarray,
+               masks: MaskLike | None = None, boxes: Any | None = None,
+               scores: Any | None = None) -> CocoMetric:
         """Adds the predictions for one image (call once per image; an image with no detections may pass N=0).
 
         Args:
@@ -209,7 +210,7 @@ class CocoMetric:
         self._seen.add(image_id)
         return self
 
-    def _evaluate(self, iou_type: str) -> Dict[str, float]:
+    def _evaluate(self, iou_type: str) -> dict[str, float]:
         results = [dict(r) for r in self._results[iou_type]]  # loadRes adds keys in place
         with contextlib.redirect_stdout(io.StringIO()):
             if results:

@@ -28,8 +28,9 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Hashable
 from dataclasses import dataclass, field
-from typing import Any, Dict, Hashable, List, Tuple
+from typing import Any
 
 import numpy as np
 
@@ -82,7 +83,7 @@ def seg2bmap(seg: np.ndarray) -> np.ndarray:
     return b
 
 
-def _bound_pix(shape: Tuple[int, int], bound_th: float) -> int:
+def _bound_pix(shape: tuple[int, int], bound_th: float) -> int:
     return int(bound_th if bound_th >= 1 else math.ceil(bound_th * np.linalg.norm(shape)))
 
 
@@ -127,7 +128,7 @@ def db_eval_boundary(gt: np.ndarray, pred: np.ndarray, bound_th: float = 0.008) 
     return np.array([_f_measure(p, g, bound_th) for p, g in zip(pred, gt)], dtype=np.float64)
 
 
-def db_statistics(per_frame: np.ndarray) -> Tuple[float, float, float]:
+def db_statistics(per_frame: np.ndarray) -> tuple[float, float, float]:
     """Mean, recall (fraction > 0.5) and decay of per-frame values (toolkit ``db_statistics``).
 
     Example:
@@ -174,8 +175,8 @@ class DavisResult:
     f_mean: float
     f_recall: float
     f_decay: float
-    per_object: Dict[str, Dict[str, float]] = field(repr=False)
-    per_sequence: Dict[str, Dict[str, float]] = field(repr=False)
+    per_object: dict[str, dict[str, float]] = field(repr=False)
+    per_sequence: dict[str, dict[str, float]] = field(repr=False)
     num_objects: int = 0
     num_frames: int = 0
     bound_th: float = 0.008
@@ -189,7 +190,7 @@ class DavisResult:
             f' {self.jf_mean:8.3f}  {self.j_mean:6.3f}  {self.j_recall:8.3f}  {self.j_decay:7.3f}  '
             f'{self.f_mean:6.3f}  {self.f_recall:8.3f}  {self.f_decay:7.3f}'])
 
-    def to_dict(self) -> Dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         """Returns a JSON-serialisable dict; the global keys are the toolkit's column names."""
         return {'J&F-Mean': self.jf_mean, 'J-Mean': self.j_mean, 'J-Recall': self.j_recall,
                 'J-Decay': self.j_decay, 'F-Mean': self.f_mean, 'F-Recall': self.f_recall,
@@ -220,14 +221,14 @@ class DavisMetric:
             raise ValueError(f'bound_th: expected a positive tolerance (0.008 in DAVIS), got {bound_th}')
         self.bound_th = float(bound_th)
         self.skip_first_last = skip_first_last
-        self._objects: Dict[Tuple[str, Hashable], Tuple[np.ndarray, np.ndarray]] = {}
+        self._objects: dict[tuple[str, Hashable], tuple[np.ndarray, np.ndarray]] = {}
 
-    def reset(self) -> 'DavisMetric':
+    def reset(self) -> DavisMetric:
         """Forgets all objects. Returns self."""
         self._objects = {}
         return self
 
-    def update(self, sequence: str, obj_id: Hashable, pred_masks: Any, gt_masks: Any) -> 'DavisMetric':
+    def update(self, sequence: str, obj_id: Hashable, pred_masks: Any, gt_masks: Any) -> DavisMetric:
         """Scores one object over one sequence.
 
         Args:
@@ -272,9 +273,9 @@ class DavisMetric:
         """
         if not self._objects:
             raise RuntimeError('no object to evaluate; call update() first')
-        stats: Dict[str, List[Tuple[float, float, float]]] = {'J': [], 'F': []}
-        per_object: Dict[str, Dict[str, float]] = {}
-        by_seq: Dict[str, List[Tuple[float, float]]] = {}
+        stats: dict[str, list[tuple[float, float, float]]] = {'J': [], 'F': []}
+        per_object: dict[str, dict[str, float]] = {}
+        by_seq: dict[str, list[tuple[float, float]]] = {}
         n_frames = 0
         for (seq, obj), (j, f) in self._objects.items():
             js, fs = db_statistics(j), db_statistics(f)
