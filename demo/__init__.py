@@ -1,1 +1,1 @@
-"""The Gradio demo of sam3-cradio (``python -m demo.app --tiny`` from a source checkout); see ``demo/app.py``."""
+"""Entry point of the Gradio demo from a source checkout; the demo itself is :mod:`sam3_cradio.demo`."""
