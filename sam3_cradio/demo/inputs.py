@@ -19,6 +19,7 @@ import numpy as np
 from sam3_cradio.registry import Backbone, ModelSpec, format_window, get_backbone, parse_window, resolve
 
 __all__ = [
+    'parse_box',
     'UserError', 'POSITIVE', 'NEGATIVE', 'NONE', 'MAX_TEXTS', 'LoadedImage', 'image_key', 'load_upload',
     'read_annotation', 'parse_texts', 'parse_points', 'is_negative', 'ImagePrompt', 'make_image_prompt',
     'parse_backbone', 'page_spec', 'window_menu', 'hide_paths',
@@ -173,22 +174,28 @@ class ImagePrompt:
     notes: list[str] = field(default_factory=list)
 
 
+def parse_box(box: dict, height: int, width: int) -> np.ndarray:
+    """An annotator box (``xmin``, ``ymin``, ``xmax``, ``ymax`` in original pixels) checked against the image."""
+    from sam3_cradio.predictor import check_box  # sam3 and torch stay unimported until a request needs them
+
+    try:
+        return check_box([box['xmin'], box['ymin'], box['xmax'], box['ymax']], height, width)
+    except (KeyError, TypeError):
+        raise UserError(f'a box is a dict with xmin, ymin, xmax, ymax, got {box!r}') from None
+    except ValueError as e:
+        raise UserError(str(e)) from None
+
+
 def make_image_prompt(loaded: LoadedImage, boxes: Sequence[dict], text: str | None, points: Any) -> ImagePrompt:
     """Check every prompt in the original image's pixels (messages name the user's numbers), then scale."""
-    from sam3_cradio.predictor import check_box, check_points
+    from sam3_cradio.predictor import check_points
 
     texts = parse_texts(text)
     W, H = loaded.orig_size
     s = loaded.scale
     bxs, blabels = [], []
     for b in boxes or []:
-        try:
-            xyxy = check_box([b['xmin'], b['ymin'], b['xmax'], b['ymax']], H, W)
-        except (KeyError, TypeError):
-            raise UserError(f'a box is a dict with xmin, ymin, xmax, ymax, got {b!r}') from None
-        except ValueError as e:
-            raise UserError(str(e)) from None
-        bxs.append([float(v) * s for v in xyxy])
+        bxs.append([float(v) * s for v in parse_box(b, H, W)])
         blabels.append(not is_negative(b.get('label', POSITIVE)))
     pts, plabels = parse_points(points)
     if pts:

@@ -16,7 +16,7 @@ from typing import Any
 
 from sam3_cradio.registry import ModelSpec
 
-from .inputs import NONE, ImagePrompt, LoadedImage, UserError, make_image_prompt, page_spec, parse_texts
+from .inputs import NONE, ImagePrompt, LoadedImage, UserError, make_image_prompt, page_spec, parse_box, parse_texts
 from .models import Build, FeatureCache, ModelCache, ModelEntry, ModelKey, Sam3Builder, WeightsError, weights_message
 from .results import SCORE_FLOOR, Panel, RawResult
 from .videos import read_video, to_browser_video
@@ -168,7 +168,6 @@ class DemoState:
               progress: Progress = _no_progress) -> tuple[Path, str]:
         """Track ``text`` (one noun phrase: every instance) and/or one box drawn on the first frame through a video;
         returns (a browser-playable video, status markdown)."""
-        from sam3_cradio.predictor import check_box
         from sam3_cradio.video import track_video
 
         if not video:
@@ -182,13 +181,7 @@ class DemoState:
         box = None
         boxes: Sequence[dict] = (first_frame or {}).get('boxes') or []
         if boxes:
-            b = boxes[0]
-            try:
-                xyxy = check_box([b['xmin'], b['ymin'], b['xmax'], b['ymax']], H, W)
-            except (KeyError, TypeError):
-                raise UserError(f'a box is a dict with xmin, ymin, xmax, ymax, got {b!r}') from None
-            except ValueError as e:
-                raise UserError(str(e)) from None
+            xyxy = parse_box(boxes[0], H, W)
             s = frames.shape[2] / W  # to the downscaled frames
             box = [float(v) * s for v in xyxy]
         if not texts and box is None:
