@@ -5,9 +5,9 @@ from .cradio import CRadioEncoder, create_cradio, load_cradio, save_cradio
 
 def __getattr__(name: str):
     # SAM3 pulls in hydra, sam3 and its dependencies: import it only when asked for
-    if name == 'build_sam3':
-        from .build import build_sam3
-        return build_sam3
+    if name in ('build_sam3', 'build_sam3_video_predictor'):
+        from . import build
+        return getattr(build, name)
     if name in ('Sam3ImagePredictor', 'Sam3Result'):
         from . import predictor
         return getattr(predictor, name)
@@ -18,5 +18,5 @@ def __getattr__(name: str):
 
 __version__ = '0.1.0'
 
-__all__ = ['CRadioEncoder', 'RadioOutput', 'create_cradio', 'load_cradio', 'save_cradio', 'build_sam3',
+__all__ = ['CRadioEncoder', 'RadioOutput', 'create_cradio', 'load_cradio', 'save_cradio', 'build_sam3', 'build_sam3_video_predictor',
            'Sam3ImagePredictor', 'Sam3Result', 'Sam3VideoPredictor', '__version__']

@@ -5,6 +5,7 @@ with strict key accounting, move to the device, eval mode.
 """
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,7 +19,7 @@ from .registry import ModelSpec, Window, resolve
 
 _logger = logging.getLogger(__name__)
 
-__all__ = ['build_sam3', 'build_trunk', 'compose_config', 'compose_yaml', 'load_sam3_checkpoint', 'CONFIG_DIR', 'TRUNK_PREFIX']
+__all__ = ['build_sam3', 'build_sam3_video_predictor', 'build_trunk', 'compose_config', 'compose_yaml', 'load_sam3_checkpoint', 'CONFIG_DIR', 'TRUNK_PREFIX']
 
 CONFIG_DIR = Path(__file__).parent / 'configs'
 
@@ -41,8 +42,7 @@ def _register_resolvers() -> None:
     OmegaConf.register_new_resolver('sam3c.mul', lambda a, b: int(a) * int(b), replace=True)
 
 
-def compose_yaml(config_dir: Path, name: str, overrides: Sequence[str] = ()) -> Any:
-    """Compose ``<config_dir>/<name>.yaml`` with hydra ``overrides`` (``key=value`` strings)."""
+def _compose(config_dir: Path, name: str, overrides: Sequence[str]) -> Any:
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
@@ -54,6 +54,74 @@ def compose_yaml(config_dir: Path, name: str, overrides: Sequence[str] = ()) -> 
             return compose(config_name=name, overrides=list(overrides))
     finally:
         GlobalHydra.instance().clear()
+
+
+@functools.cache
+def _defaults(config_dir: Path, name: str) -> dict[str, Any]:
+    """Every key of a config as written (no overrides), flattened to dotted paths: what overrides are checked
+    against. Interpolations and ``???`` stay unresolved."""
+    from omegaconf import OmegaConf
+
+    flat: dict[str, Any] = {}
+
+    def walk(node: Any, prefix: str) -> None:
+        for key, value in node.items():
+            path = f'{prefix}{key}'
+            if isinstance(value, dict):
+                walk(value, path + '.')
+            # a typed default; None for sub-trees, lists, interpolations ('${...}') and mandatory values ('???')
+            typed = isinstance(value, (bool, int, float)) or (isinstance(value, str) and not value.startswith(('${', '???')))
+            flat[path] = value if typed else None
+
+    walk(OmegaConf.to_container(_compose(config_dir, name, ()), resolve=False), '')
+    return flat
+
+
+def _check_overrides(config_dir: Path, name: str, overrides: Sequence[str]) -> None:
+    """Refuse overrides of keys the config does not have (with the nearest key) and values of the wrong type
+    (a word where a number is expected), before anything is instantiated."""
+    import difflib
+
+    known = _defaults(config_dir, name)
+    for override in overrides:
+        key, sep, value = override.partition('=')
+        if not sep:
+            raise ValueError(f'override {override!r} is not KEY=VALUE (e.g. dims=tiny, backbone.checkpoint=/path)')
+        if key.startswith(('+', '~')) or '/' in key or key in ('dims',):
+            continue  # explicit additions and deletions, config groups: hydra checks them
+        if key not in known:
+            near = difflib.get_close_matches(key, list(known), n=1, cutoff=0.6)
+            hint = f'; did you mean {near[0]}?' if near else ''
+            raise ValueError(f'override {override!r}: the config {name!r} has no key {key!r}{hint}')
+        default = known[key]
+        if isinstance(default, bool):
+            ok = value.lower() in ('true', 'false')
+        elif isinstance(default, (int, float)):
+            try:
+                float(value)
+                ok = not isinstance(default, int) or float(value).is_integer()
+            except ValueError:
+                ok = value in ('null', '~')
+        else:
+            ok = True
+        if not ok:
+            kind = 'true or false' if isinstance(default, bool) else 'an integer' if isinstance(default, int) else 'a number'
+            raise ValueError(f'override {override!r}: {key} takes {kind} (default {default!r}), got {value!r}')
+
+
+def compose_yaml(config_dir: Path, name: str, overrides: Sequence[str] = ()) -> Any:
+    """Compose ``<config_dir>/<name>.yaml`` with hydra ``overrides`` (``key=value`` strings).
+
+    Overrides are checked first: an unknown key (with the nearest known one), a malformed override or a value of
+    the wrong type is a one-line ValueError.
+    """
+    from hydra.errors import HydraException
+
+    _check_overrides(config_dir, name, overrides)
+    try:
+        return _compose(config_dir, name, overrides)
+    except HydraException as e:  # what the check above cannot see (override grammar, config groups)
+        raise ValueError(f'invalid override for config {name!r}: {str(e).splitlines()[0]}') from None
 
 
 def compose_config(spec: ModelSpec | str, overrides: Sequence[str] = ()) -> Any:
@@ -171,11 +239,13 @@ def load_sam3_checkpoint(
         mode: str,
         interactive: bool,
         own_trunk: bool,
+        segmentation: bool = True,
 ) -> dict[str, int]:
     """Load sam3.pt into ``model`` with strict key accounting; returns counts of what was loaded and skipped.
 
     Every SAM3 key must load, except the PE trunk's when ``own_trunk`` is False (a C-RADIO trunk): those are
-    dropped on purpose and counted. Anything else missing or unexpected raises, listing the keys.
+    dropped on purpose and counted, and the segmentation head's of an image model built without one
+    (``segmentation=False``, sam3's ``enable_segmentation=False``). Anything else missing or unexpected raises.
     """
     ckpt = safe_torch_load(path)
     if isinstance(ckpt, dict) and isinstance(ckpt.get('model'), dict):
@@ -186,6 +256,9 @@ def load_sam3_checkpoint(
         raise CheckpointError(
             f'{path} is not a SAM3 checkpoint: expected detector.* / tracker.* keys (sam3.pt), found {found}.{hint}')
     state, ignored = _remap_sam3_keys(ckpt, mode, interactive)
+    if not segmentation:
+        ignored += [k for k in state if k.startswith('segmentation_head.')]
+        state = {k: v for k, v in state.items() if not k.startswith('segmentation_head.')}
     trunk = TRUNK_PREFIX[mode]
     dropped = []
     if not own_trunk:
@@ -227,6 +300,23 @@ def _instantiate(node: Any) -> nn.Module:
         raise
 
 
+def _sam3_weights_choice(pretrained: bool | None, load_from_HF: bool | None, has_checkpoint: bool) -> bool:
+    """``pretrained`` from our name or sam3's: sam3 loads weights when given a checkpoint or ``load_from_HF``."""
+    if load_from_HF is None:
+        return True if pretrained is None else pretrained
+    wanted = bool(load_from_HF) or has_checkpoint
+    if pretrained is not None and pretrained != wanted:
+        raise ValueError(f'pretrained={pretrained} and load_from_HF={load_from_HF} disagree; give one of them')
+    return wanted
+
+
+def _pick(ours: Any, theirs: Any, names: str) -> Any:
+    """One value from an argument given under our name or sam3's; both given and different is an error."""
+    if ours is not None and theirs is not None and ours != theirs:
+        raise ValueError(f'{names} name the same thing and disagree ({ours!r} vs {theirs!r}); give one of them')
+    return ours if ours is not None else theirs
+
+
 def build_sam3(
         backbone: str | ModelSpec = 'cradio_v4_h',
         window_size: Window | str | None = None,
@@ -234,12 +324,19 @@ def build_sam3(
         *,
         resolution: int | None = None,
         overrides: Sequence[str] = (),
-        pretrained: bool = True,
+        pretrained: bool | None = None,
         sam3_checkpoint: str | Path | None = None,
         cradio_checkpoint: str | Path | None = None,
-        interactive: bool = True,
+        interactive: bool | None = None,
         device: str | torch.device | None = None,
         bpe_path: str | None = None,
+        # sam3's builder arguments under their sam3 names (build_sam3_image_model / build_sam3_video_model)
+        checkpoint_path: str | Path | None = None,
+        load_from_HF: bool | None = None,
+        eval_mode: bool = True,
+        enable_segmentation: bool = True,
+        enable_inst_interactivity: bool | None = None,
+        compile: bool = False,
 ) -> nn.Module:
     """Build SAM3 with the chosen vision backbone.
 
@@ -251,20 +348,31 @@ def build_sam3(
             24. PE's window is fixed by its checkpoint: passing one for it is an error.
         mode: 'image' (``Sam3Image``) or 'video' (``Sam3VideoInferenceWithInstanceInteractivity``).
         resolution: input side in px (default: the backbone's, 1152 for C-RADIOv4); a multiple of the patch size
-            (times the window in ViTDet mode). The error names the nearest valid size.
+            (times the window in ViTDet mode). The error names the nearest valid size. ``model.image_size`` holds
+            it; the trunk refuses inputs of another size.
         overrides: hydra overrides, e.g. ``['dims=tiny']``; ``backbone.image_size=`` and
             ``backbone.window_size=`` are checked as ``resolution`` and ``window_size`` are.
         pretrained: load SAM3 weights (sam3.pt: HF ``facebook/sam3`` or ``sam3_checkpoint``) and C-RADIO weights
-            (the release, or ``cradio_checkpoint``). False gives random weights (tests, benchmarks).
+            (the release, or ``cradio_checkpoint``). False gives random weights (tests, benchmarks). Default True.
         sam3_checkpoint: local sam3.pt instead of the HF download.
         cradio_checkpoint: local C-RADIO .pth.tar / .safetensors instead of the release.
         interactive: image mode: also build SAM3's interactive instance predictor (point and box clicks).
+            Default True.
         device: where to put the model (default: CUDA if available, else CPU).
         bpe_path: SAM3 text tokenizer vocabulary (default: the copy inside open_clip).
+        checkpoint_path, load_from_HF, eval_mode, enable_segmentation, enable_inst_interactivity, compile: sam3's
+            builder arguments with sam3's meaning, so that code written against sam3 migrates by a change of import
+            and a ``backbone=``: ``checkpoint_path`` is ``sam3_checkpoint``; ``load_from_HF=False`` without a
+            checkpoint gives random weights; ``enable_inst_interactivity`` is ``interactive``; ``eval_mode=False``
+            returns the model in train mode; ``enable_segmentation=False`` builds the image model without its
+            segmentation head (boxes only); ``compile=True`` compiles what sam3 compiles (the PE trunk, the pixel
+            decoder, the video model) and the C-RADIO trunk. Giving both names of one thing with different values
+            is an error.
 
     Returns:
-        The SAM3 model in eval mode; ``model.sam3_cradio_cfg`` holds the backbone config (image size etc.) and
-        the weight report (SAM3 keys loaded, trunk keys dropped, keys ignored by design).
+        The SAM3 model (eval mode unless ``eval_mode=False``); ``model.image_size`` is its input side,
+        ``model.sam3_cradio_spec`` the resolved backbone choice and ``model.sam3_cradio_cfg`` the backbone config
+        and the weight report (SAM3 keys loaded, trunk keys dropped, keys ignored by design).
     """
     from omegaconf import OmegaConf
 
@@ -272,12 +380,24 @@ def build_sam3(
 
     if mode not in MODES:
         raise ValueError(f'mode must be one of {MODES}, got {mode!r}')
+    sam3_checkpoint = _pick(sam3_checkpoint, checkpoint_path, 'sam3_checkpoint and checkpoint_path')
+    interactive = _pick(interactive, enable_inst_interactivity, 'interactive and enable_inst_interactivity')
+    interactive = True if interactive is None else bool(interactive)
+    pretrained = _sam3_weights_choice(pretrained, load_from_HF, sam3_checkpoint is not None)
+    if not enable_segmentation and mode == 'video':
+        raise ValueError('enable_segmentation=False applies to image models; the video model always segments')
     spec, ovr = resolve_build(backbone, window_size, resolution, overrides)
     if cradio_checkpoint is not None and not spec.backbone.is_cradio:
         raise ValueError(f'{spec.name} takes its weights from sam3.pt (sam3_checkpoint), not cradio_checkpoint')
     device = torch.device(device or ('cuda' if torch.cuda.is_available() else 'cpu'))
     if cradio_checkpoint is not None:
         ovr.append(f'backbone.checkpoint={Path(cradio_checkpoint).resolve()}')
+    if not enable_segmentation:
+        ovr.append('image_model.segmentation_head=null')
+    if compile:
+        ovr += ['segmentation_head.pixel_decoder.compile_mode=default', 'video_model.compile_model=true']
+        if not spec.backbone.is_cradio:
+            ovr.append('trunk.compile_mode=default')
     ovr += [f'pretrained={pretrained}', f'interactive={interactive}',
             f'temporal_disambiguation={mode == "video"}',
             f'bpe_path={bpe_path or compat.bpe_path()}']
@@ -299,15 +419,49 @@ def build_sam3(
     report: dict[str, Any] = {'sam3_weights': None}
     if pretrained:
         path = _sam3_checkpoint_path(cfg, sam3_checkpoint)
-        report = {'sam3_weights': str(path), **load_sam3_checkpoint(model, path, mode, interactive, own_trunk)}
+        report = {'sam3_weights': str(path),
+                  **load_sam3_checkpoint(model, path, mode, interactive, own_trunk, enable_segmentation)}
     elif sam3_checkpoint is not None:
         raise ValueError('sam3_checkpoint was given with pretrained=False; drop one of them')
     else:
         compat.init_uninitialised_text_params(model)
 
-    model = model.to(device).eval()
+    model = model.to(device)
+    model.train(not eval_mode)
     compat.move_caches_to(model, device)
+    trunk = (model.detector if mode == 'video' else model).backbone.vision_backbone.trunk
+    if spec.backbone.is_cradio:
+        trunk.image_size = spec.resolution
+        if compile:
+            trunk.compile()  # in place: the state dict keeps its keys
+    model.image_size = spec.resolution  # what sam3's video model already carries; Sam3Processor needs it passed
     model.sam3_cradio_cfg = OmegaConf.to_container(cfg.backbone, resolve=True) | {
         'mode': mode, 'feat_size': cfg.feat_size, 'interactive': interactive, **report}
     model.sam3_cradio_spec = spec
     return model
+
+
+def build_sam3_video_predictor(
+        backbone: str | ModelSpec = 'cradio_v4_h',
+        window_size: Window | str | None = None,
+        *,
+        async_loading_frames: bool = False,
+        video_loader_type: str = 'cv2',
+        **kwargs: Any,
+) -> Any:
+    """sam3's own ``Sam3VideoPredictor`` (``handle_request`` / ``handle_stream_request`` sessions) on a model
+    from ``build_sam3(backbone, window_size, mode='video', **kwargs)``.
+
+    sam3's constructor builds its PE model itself and moves it to CUDA, so the predictor is made without it and
+    given our model; its request handling is sam3's, unchanged. Takes sam3's predictor options
+    (``async_loading_frames``, ``video_loader_type``) and every ``build_sam3`` argument (``checkpoint_path``,
+    ``bpe_path``, ``device``, ...).
+    """
+    model = build_sam3(backbone, window_size, 'video', **kwargs)
+    from sam3.model.sam3_video_predictor import Sam3VideoPredictor
+
+    predictor = Sam3VideoPredictor.__new__(Sam3VideoPredictor)
+    predictor.async_loading_frames = async_loading_frames
+    predictor.video_loader_type = video_loader_type
+    predictor.model = model
+    return predictor

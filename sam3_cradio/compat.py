@@ -492,6 +492,24 @@ def shim_connected_components_counts() -> bool:
 
 
 # Applied in this order after sam3 is imported (`edt_stub` runs before the import, in import_sam3).
+def shim_video_predictor_properties_cpu() -> bool:
+    """``sam3/model/sam3_video_predictor.py:277-283`` ``Sam3VideoPredictor._get_torch_and_gpu_properties`` asks
+    ``torch.cuda.current_device()`` for a debug line that ``start_session`` (``:122-125``) formats on every call,
+    whatever the log level; without a GPU that raises. For a model off the GPU it describes the CPU instead.
+    """
+    from sam3.model.sam3_video_predictor import Sam3VideoPredictor
+
+    def make(fn: Callable) -> Callable:
+        @functools.wraps(fn)
+        def wrapper(self: Any) -> str:
+            if needs_cpu_shims(_device_of(getattr(self, 'model', None))):
+                return f'torch: {torch.__version__} on CPU ({torch.get_num_threads()} threads)'
+            return fn(self)
+        return wrapper
+
+    return _patch(Sam3VideoPredictor, '_get_torch_and_gpu_properties', make, 'video_predictor_properties_cpu')
+
+
 CPU_SHIMS: dict[str, Callable[[], bool]] = {
     'position_encoding_cpu': shim_position_encoding_cpu,
     'decoder_coords_cpu': shim_decoder_coords_cpu,
@@ -503,6 +521,7 @@ CPU_SHIMS: dict[str, Callable[[], bool]] = {
     'tracker_memory_float32': shim_tracker_memory_float32,
     'connected_components_empty': shim_connected_components_empty,
     'connected_components_counts': shim_connected_components_counts,
+    'video_predictor_properties_cpu': shim_video_predictor_properties_cpu,
 }
 
 

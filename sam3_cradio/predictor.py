@@ -8,11 +8,15 @@
     one = predictor.predict_points([[120, 80]], labels=[1])    # SAM-style interactive instance segmentation
 
 Prompt rules (checked before any model call): text must be non-empty; boxes are xyxy pixels, clipped to the image,
-and a box with no area inside the image is an error; points must lie inside the image.
+and a box with no area inside the image is an error; points must lie inside the image. SAM3's text encoder reads
+32 tokens, its start and end tokens included, so 30 of each phrase: a longer phrase runs with its end cut off and a
+:class:`TextTruncatedWarning` names the part that was ignored (:func:`text_overflow` checks a phrase beforehand).
+Exemplar boxes all go into one prompt, decoded once, however many there are.
 """
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -26,7 +30,8 @@ from .images import ImageLike, load_image
 if TYPE_CHECKING:
     import supervision as sv
 
-__all__ = ['Sam3Result', 'ImageFeatures', 'Sam3ImagePredictor', 'check_box', 'check_points', 'check_text', 'masks_to_boxes']
+__all__ = ['Sam3Result', 'ImageFeatures', 'Sam3ImagePredictor', 'check_box', 'check_points', 'check_text', 'masks_to_boxes',
+           'TextTruncatedWarning', 'TextOverflow', 'text_overflow', 'warn_if_truncated']
 
 
 @dataclass
@@ -123,6 +128,86 @@ def check_text(text: str) -> str:
     if not isinstance(text, str) or not text.strip():
         raise ValueError(f'the text prompt is empty ({text!r}); give a noun phrase such as "cat"')
     return text.strip()
+
+
+class TextTruncatedWarning(UserWarning):
+    """A text prompt longer than SAM3's text encoder reads: the model ran on its beginning only."""
+
+
+@dataclass(frozen=True)
+class TextOverflow:
+    """How a phrase overflows the text encoder (:func:`text_overflow`).
+
+    Attributes:
+        text: the phrase.
+        tokens: its BPE tokens, without the start and end tokens.
+        limit: the tokens the encoder reads (its context length minus the start and end tokens).
+        context_length: the encoder's context length (32 in SAM3).
+        dropped: the ignored end of the phrase as the tokenizer reads it (lower case), from the first word that is
+            not read in full.
+    """
+    text: str
+    tokens: int
+    limit: int
+    context_length: int
+    dropped: str
+
+    def message(self) -> str:
+        return (f'text prompt {self.text!r} is {self.tokens} tokens long, but SAM3\'s text encoder reads '
+                f'{self.limit} ({self.context_length} with its start and end tokens), so it ignored '
+                f'{self.dropped!r}. Shorten the phrase: SAM3 expects a short noun phrase')
+
+
+def _text_encoder(model: torch.nn.Module) -> torch.nn.Module | None:
+    """SAM3's ``VETextEncoder`` of an image model (``backbone``) or a video model (``detector.backbone``)."""
+    for owner in (model, getattr(model, 'detector', None)):
+        backbone = getattr(owner, 'backbone', None)
+        encoder = getattr(backbone, 'language_backbone', None)
+        if encoder is not None and hasattr(encoder, 'tokenizer') and hasattr(encoder, 'context_length'):
+            return encoder
+    return None
+
+
+def _dropped_words(tokenizer, text: str, limit: int) -> str:
+    """The end of ``text`` past ``limit`` tokens, from the first word not read in full (sam3's tokenizer: clean,
+    split into words by its pattern, BPE per word); the decoded tokens where the tokenizer is another one."""
+    clean, pat = getattr(tokenizer, 'clean_fn', None), getattr(tokenizer, 'pat', None)
+    byte_encoder, bpe = getattr(tokenizer, 'byte_encoder', None), getattr(tokenizer, 'bpe', None)
+    if None not in (clean, pat, byte_encoder, bpe):
+        cleaned = clean(text)
+        n = 0
+        for m in pat.finditer(cleaned):
+            n += len(bpe(''.join(byte_encoder[b] for b in m.group(0).encode('utf-8'))).split(' '))
+            if n > limit:
+                return cleaned[m.start():].strip()
+    return tokenizer.decode(tokenizer.encode(text)[limit:]).strip()
+
+
+def text_overflow(model: torch.nn.Module, text: str) -> TextOverflow | None:
+    """How ``text`` (one phrase) overflows the text encoder of ``model`` (image or video); None when it fits.
+
+    sam3's tokenizer (``sam3/model/tokenizer_ve.py``) puts a start and an end token around the phrase's BPE tokens
+    and cuts the result to the encoder's context length (``VETextEncoder.context_length``, 32), keeping the end
+    token: a phrase is read up to 30 tokens, the rest is ignored without a word.
+    """
+    encoder = _text_encoder(model)
+    if encoder is None:
+        return None
+    tokenizer, context = encoder.tokenizer, int(encoder.context_length)
+    limit = context - 2
+    n = len(tokenizer.encode(text))
+    if n <= limit:
+        return None
+    return TextOverflow(text, n, limit, context, _dropped_words(tokenizer, text, limit))
+
+
+def warn_if_truncated(model: torch.nn.Module, text: str, stacklevel: int = 2) -> TextOverflow | None:
+    """Warn (:class:`TextTruncatedWarning`) when ``text`` overflows the text encoder; returns the overflow.
+    ``stacklevel`` as for ``warnings.warn``, counted from the caller of this function."""
+    overflow = text_overflow(model, text)
+    if overflow is not None:
+        warnings.warn(overflow.message(), TextTruncatedWarning, stacklevel=stacklevel + 1)
+    return overflow
 
 
 def check_box(box: Sequence[float], height: int, width: int) -> np.ndarray:
@@ -268,6 +353,8 @@ class Sam3ImagePredictor:
         if isinstance(prompts, str):
             prompts = [p for p in prompts.split(',')] if ',' in prompts else [prompts]
         prompts = [check_text(p) for p in prompts]
+        for prompt in prompts:  # before any model call: the warning points at the caller's line
+            warn_if_truncated(self.model, prompt, stacklevel=2)
         results = []
         for prompt in prompts:
             t0 = time.perf_counter()
@@ -285,7 +372,11 @@ class Sam3ImagePredictor:
             text: str | None = None,
     ) -> Sam3Result:
         """Exemplar boxes (xyxy pixels; label True = positive, False = negative), optionally with a text prompt:
-        SAM3 segments every instance like the positive boxes."""
+        SAM3 segments every instance like the positive boxes.
+
+        All boxes go into one geometric prompt and the grounding decoder runs once, whatever their number: the
+        result is the one sam3's ``Sam3Processor`` gives after its last ``add_geometric_prompt`` of the same boxes
+        (which decodes again after every box)."""
         state = self._require_image()
         h, w = self._hw
         boxes = [check_box(b, h, w) for b in boxes]
@@ -294,17 +385,27 @@ class Sam3ImagePredictor:
         labels = [True] * len(boxes) if labels is None else [bool(x) for x in labels]
         if len(labels) != len(boxes):
             raise ValueError(f'{len(labels)} labels for {len(boxes)} boxes')
+        if text is not None:
+            text = check_text(text)
+            warn_if_truncated(self.model, text, stacklevel=2)
+        xyxy = np.stack(boxes).astype(np.float64)
+        # Sam3Processor takes normalised (cx, cy, w, h), sequence first: (N boxes, batch 1, 4)
+        norm = np.stack([(xyxy[:, 0] + xyxy[:, 2]) / 2 / w, (xyxy[:, 1] + xyxy[:, 3]) / 2 / h,
+                         (xyxy[:, 2] - xyxy[:, 0]) / w, (xyxy[:, 3] - xyxy[:, 1]) / h], axis=1)
+        device = self.processor.device
         t0 = time.perf_counter()
         self.processor.reset_all_prompts(state)
-        with self._amp():
-            if text is not None:
-                self.processor.set_text_prompt(check_text(text), state)
-            for (x0, y0, x1, y1), positive in zip(boxes, labels):
-                # Sam3Processor takes normalised (cx, cy, w, h)
-                norm = [(x0 + x1) / 2 / w, (y0 + y1) / 2 / h, (x1 - x0) / w, (y1 - y0) / h]
-                out = self.processor.add_geometric_prompt(norm, positive, state)
+        with torch.inference_mode(), self._amp():
+            # what set_text_prompt / add_geometric_prompt set up, without their decoder pass per call; box-only
+            # prompts use the text "visual", as add_geometric_prompt does
+            state['backbone_out'].update(self.model.backbone.forward_text([text or 'visual'], device=device))
+            prompt = self.model._get_dummy_prompt()
+            prompt.append_boxes(torch.tensor(norm, dtype=torch.float32, device=device).view(len(boxes), 1, 4),
+                                torch.tensor(labels, dtype=torch.bool, device=device).view(len(boxes), 1))
+            state['geometric_prompt'] = prompt
+            out = self.processor._forward_grounding(state)
         self._sync()
-        return self._grounding_result(out, text.strip() if text else 'visual', time.perf_counter() - t0)
+        return self._grounding_result(out, text if text else 'visual', time.perf_counter() - t0)
 
     def predict_points(
             self,

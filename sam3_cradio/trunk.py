@@ -33,12 +33,21 @@ class CRadioTrunk(nn.Module):
         self.encoder = encoder
         self.adaptor = adaptor
         self.channel_list: list[int] = [head.out_dim]
+        # Inside a SAM3 model every size downstream (decoder coordinates, position encodings, mask sizes) follows one
+        # input side; build_sam3 sets it so that another size fails here instead of giving silently wrong masks.
+        self.image_size: int | None = None
 
     @property
     def patch_size(self) -> int:
         return self.encoder.patch_size
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        if self.image_size is not None and tuple(x.shape[-2:]) != (self.image_size, self.image_size):
+            raise ValueError(
+                f'this SAM3 model was built for {self.image_size} x {self.image_size} px inputs, got '
+                f'{x.shape[-2]} x {x.shape[-1]}. sam3\'s Sam3Processor resizes to 1008 px unless told otherwise: use '
+                f'Sam3Processor(model, resolution={self.image_size}) (model.image_size holds the size), or build the '
+                f'model for that size (build_sam3(..., resolution=...))')
         # SAM3 normalises RGB p in [0, 1] as (p - 0.5) / 0.5; invert exactly to hand C-RADIO its own [0, 1] input,
         # which its input conditioner then normalises with the checkpoint's mean and std.
         rgb = x * 0.5 + 0.5

@@ -150,6 +150,8 @@ def test_trunk_adapter_is_the_sam3_adaptor(tiny_ref, case, window):
     model = build_sam3('cradio_tiny', window_size=window, mode='image', pretrained=False,
                        cradio_checkpoint=CRADIO_TINY / 'model.pth.tar', device='cpu')
     trunk = model.backbone.vision_backbone.trunk
+    assert trunk.image_size == 256
+    trunk.image_size = None  # used alone here, at the fixture's own sizes
     rgb = tiny_ref[f'{case}/input']
     b, _, h, w = rgb.shape
     with torch.no_grad():
@@ -270,3 +272,16 @@ def test_fact_overrides_are_checked_like_arguments():
         build_sam3('cradio_tiny', overrides=['backbone.image_size=19x2'], pretrained=False)
     with pytest.raises(ValueError, match='cradio_checkpoint'):
         build_sam3('pe', cradio_checkpoint=CRADIO_TINY / 'model.pth.tar', pretrained=False)
+
+
+@pytest.mark.parametrize('override,match', [
+    ('backbone.imagesize=192', "has no key 'backbone.imagesize'; did you mean backbone.image_size"),
+    ('dims.ffn_dim=abc', "dims.ffn_dim takes an integer \\(default 2048\\), got 'abc'"),
+    ('dims.ffn_dim=1.5', 'dims.ffn_dim takes an integer'),
+    ('pretrained=maybe', 'pretrained takes true or false'),
+    ('dims=tny', "Could not find 'dims/tny'"),
+    ('dims', 'is not KEY=VALUE'),
+])
+def test_bad_overrides_are_one_line_errors_before_building(override, match):
+    with pytest.raises(ValueError, match=match):
+        build_sam3('cradio_tiny', overrides=[override], pretrained=False, device='cpu')
