@@ -1,22 +1,27 @@
 """sam3-cradio: NVIDIA's C-RADIOv4 as the image backbone of Meta's SAM3."""
-from .adaptors import RadioOutput
-from .cradio import CRadioEncoder, create_cradio, load_cradio, save_cradio
+from __future__ import annotations
 
-
-def __getattr__(name: str):
-    # SAM3 pulls in hydra, sam3 and its dependencies: import it only when asked for
-    if name in ('build_sam3', 'build_sam3_video_predictor'):
-        from . import build
-        return getattr(build, name)
-    if name in ('Sam3ImagePredictor', 'Sam3Result'):
-        from . import predictor
-        return getattr(predictor, name)
-    if name == 'Sam3VideoPredictor':
-        from .video import Sam3VideoPredictor
-        return Sam3VideoPredictor
-    raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
+import importlib
+from typing import Any
 
 __version__ = '0.1.0'
 
-__all__ = ['CRadioEncoder', 'RadioOutput', 'create_cradio', 'load_cradio', 'save_cradio', 'build_sam3', 'build_sam3_video_predictor',
-           'Sam3ImagePredictor', 'Sam3Result', 'Sam3VideoPredictor', '__version__']
+# Everything is imported on first use: `import sam3_cradio` (and so the `sam3-cradio` command's start-up, during
+# which Ctrl-C would otherwise end in an import traceback) stays free of torch, timm and sam3 until they are needed.
+_LAZY = {
+    'RadioOutput': 'adaptors',
+    'CRadioEncoder': 'cradio', 'create_cradio': 'cradio', 'load_cradio': 'cradio', 'save_cradio': 'cradio',
+    'build_sam3': 'build', 'build_sam3_video_predictor': 'build',
+    'Sam3ImagePredictor': 'predictor', 'Sam3Result': 'predictor', 'TextTruncatedWarning': 'predictor',
+    'text_overflow': 'predictor',
+    'Sam3VideoPredictor': 'video',
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(f'.{_LAZY[name]}', __name__), name)
+    raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
+
+
+__all__ = [*_LAZY, '__version__']

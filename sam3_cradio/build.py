@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ from .registry import ModelSpec, Window, resolve
 
 _logger = logging.getLogger(__name__)
 
-__all__ = ['build_sam3', 'build_sam3_video_predictor', 'build_trunk', 'compose_config', 'compose_yaml', 'load_sam3_checkpoint', 'CONFIG_DIR', 'TRUNK_PREFIX']
+__all__ = ['build_sam3', 'build_sam3_video_predictor', 'build_trunk', 'autocast_for', 'parse_dtype', 'DTYPES', 'compose_config', 'compose_yaml', 'load_sam3_checkpoint', 'CONFIG_DIR', 'TRUNK_PREFIX']
 
 CONFIG_DIR = Path(__file__).parent / 'configs'
 
@@ -300,6 +301,30 @@ def _instantiate(node: Any) -> nn.Module:
         raise
 
 
+DTYPES = {'fp32': torch.float32, 'bf16': torch.bfloat16}
+DTYPE_NAMES = {v: k for k, v in DTYPES.items()}
+
+
+def parse_dtype(dtype: str | torch.dtype) -> torch.dtype:
+    """'fp32' / 'bf16' (or the torch dtypes) -> torch dtype; anything else is refused with the choices."""
+    if isinstance(dtype, torch.dtype) and dtype in DTYPE_NAMES:
+        return dtype
+    if isinstance(dtype, str) and dtype.lower() in DTYPES:
+        return DTYPES[dtype.lower()]
+    raise ValueError(f'dtype must be one of {list(DTYPES)}, got {dtype!r}')
+
+
+def autocast_for(model: nn.Module) -> AbstractContextManager:
+    """The autocast a model from :func:`build_sam3` runs under: bf16 on its device for ``dtype='bf16'``, else none."""
+    from contextlib import nullcontext
+
+    cfg = getattr(model, 'sam3_cradio_cfg', None) or {}
+    if cfg.get('dtype') != 'bf16':
+        return nullcontext()
+    device = next(model.parameters()).device
+    return torch.autocast(device.type, dtype=torch.bfloat16)
+
+
 def _sam3_weights_choice(pretrained: bool | None, load_from_HF: bool | None, has_checkpoint: bool) -> bool:
     """``pretrained`` from our name or sam3's: sam3 loads weights when given a checkpoint or ``load_from_HF``."""
     if load_from_HF is None:
@@ -330,6 +355,7 @@ def build_sam3(
         interactive: bool | None = None,
         device: str | torch.device | None = None,
         bpe_path: str | None = None,
+        dtype: str | torch.dtype = 'fp32',
         # sam3's builder arguments under their sam3 names (build_sam3_image_model / build_sam3_video_model)
         checkpoint_path: str | Path | None = None,
         load_from_HF: bool | None = None,
@@ -337,6 +363,8 @@ def build_sam3(
         enable_segmentation: bool = True,
         enable_inst_interactivity: bool | None = None,
         compile: bool = False,
+        trunk_runtime: str | None = None,
+        trunk_model: str | Path | None = None,
 ) -> nn.Module:
     """Build SAM3 with the chosen vision backbone.
 
@@ -360,6 +388,10 @@ def build_sam3(
             Default True.
         device: where to put the model (default: CUDA if available, else CPU).
         bpe_path: SAM3 text tokenizer vocabulary (default: the copy inside open_clip).
+        dtype: 'fp32' (default) or 'bf16': the vision trunk's weights are cast to bfloat16 once, here, so that
+            running under ``torch.autocast(device, torch.bfloat16)`` (the predictors and commands do) casts no
+            trunk weight per call; the rest of SAM3 keeps float32 weights and runs under that autocast. A C-RADIO
+            trunk also runs in bf16 without autocast (it casts its input and returns float32 features).
         checkpoint_path, load_from_HF, eval_mode, enable_segmentation, enable_inst_interactivity, compile: sam3's
             builder arguments with sam3's meaning, so that code written against sam3 migrates by a change of import
             and a ``backbone=``: ``checkpoint_path`` is ``sam3_checkpoint``; ``load_from_HF=False`` without a
@@ -368,6 +400,11 @@ def build_sam3(
             segmentation head (boxes only); ``compile=True`` compiles what sam3 compiles (the PE trunk, the pixel
             decoder, the video model) and the C-RADIO trunk. Giving both names of one thing with different values
             is an error.
+        trunk_runtime: 'torch' (default: the C-RADIO trunk in torch), or 'onnxruntime' / 'openvino' to run an
+            exported trunk (``sam3_cradio.export``) on the CPU instead; the rest of SAM3 stays in torch.
+        trunk_model: the exported trunk (.onnx from ``sam3-cradio export``) for ``trunk_runtime``. Its metadata
+            must match this build (backbone, resolution, window; with ``cradio_checkpoint``, that file's sha256;
+            with pretrained SAM3 weights, non-random trunk weights), else a ValueError says what differs.
 
     Returns:
         The SAM3 model (eval mode unless ``eval_mode=False``); ``model.image_size`` is its input side,
@@ -380,6 +417,7 @@ def build_sam3(
 
     if mode not in MODES:
         raise ValueError(f'mode must be one of {MODES}, got {mode!r}')
+    model_dtype = parse_dtype(dtype)
     sam3_checkpoint = _pick(sam3_checkpoint, checkpoint_path, 'sam3_checkpoint and checkpoint_path')
     interactive = _pick(interactive, enable_inst_interactivity, 'interactive and enable_inst_interactivity')
     interactive = True if interactive is None else bool(interactive)
@@ -389,6 +427,12 @@ def build_sam3(
     spec, ovr = resolve_build(backbone, window_size, resolution, overrides)
     if cradio_checkpoint is not None and not spec.backbone.is_cradio:
         raise ValueError(f'{spec.name} takes its weights from sam3.pt (sam3_checkpoint), not cradio_checkpoint')
+    trunk_runtime = trunk_runtime or 'torch'
+    runtime_trunk = None
+    if trunk_runtime != 'torch' or trunk_model is not None:  # checked (file, metadata, runtime) before building
+        from .export.runtimes import trunk_config
+        runtime_trunk = trunk_config(spec, trunk_runtime, trunk_model, cradio_checkpoint=cradio_checkpoint,
+                                     pretrained=pretrained)
     device = torch.device(device or ('cuda' if torch.cuda.is_available() else 'cpu'))
     if cradio_checkpoint is not None:
         ovr.append(f'backbone.checkpoint={Path(cradio_checkpoint).resolve()}')
@@ -402,6 +446,10 @@ def build_sam3(
             f'temporal_disambiguation={mode == "video"}',
             f'bpe_path={bpe_path or compat.bpe_path()}']
     cfg = compose_config(spec, ovr)
+    if runtime_trunk is not None:  # the neck's `trunk: ${trunk}` then instantiates the exported trunk
+        from omegaconf import open_dict
+        with open_dict(cfg):
+            cfg.trunk = runtime_trunk
     if spec.backbone.is_cradio and not pretrained and cfg.backbone.checkpoint is None:
         _logger.info('C-RADIO trunk with random weights (pretrained=False)')
 
@@ -430,13 +478,17 @@ def build_sam3(
     model.train(not eval_mode)
     compat.move_caches_to(model, device)
     trunk = (model.detector if mode == 'video' else model).backbone.vision_backbone.trunk
+    if model_dtype != torch.float32 and isinstance(trunk, nn.Module) and any(True for _ in trunk.parameters()):
+        trunk.to(model_dtype)
     if spec.backbone.is_cradio:
         trunk.image_size = spec.resolution
-        if compile:
+        if compile and runtime_trunk is None:
             trunk.compile()  # in place: the state dict keeps its keys
     model.image_size = spec.resolution  # what sam3's video model already carries; Sam3Processor needs it passed
     model.sam3_cradio_cfg = OmegaConf.to_container(cfg.backbone, resolve=True) | {
-        'mode': mode, 'feat_size': cfg.feat_size, 'interactive': interactive, **report}
+        'mode': mode, 'feat_size': cfg.feat_size, 'interactive': interactive, **report,
+        'dtype': DTYPE_NAMES[model_dtype],
+        'trunk_runtime': trunk_runtime, 'trunk_model': runtime_trunk['path'] if runtime_trunk else None}
     model.sam3_cradio_spec = spec
     return model
 

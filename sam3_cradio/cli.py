@@ -6,10 +6,7 @@ import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
-
-import numpy as np
-import torch
+from typing import TYPE_CHECKING, Any
 
 from .registry import (
     BACKBONES,
@@ -22,6 +19,9 @@ from .registry import (
     parse_window,
     resolve,
 )
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ['main', 'add_model_args', 'model_spec', 'build_from_args', 'window_arg', 'setup_logging', 'run_command']
 
@@ -42,6 +42,7 @@ def _encoder_source(model: str) -> str | Path:
 
 
 def _encode(a: argparse.Namespace) -> int:
+    import torch
     from safetensors.torch import save_file
 
     from .cradio import load_cradio
@@ -96,6 +97,14 @@ def add_model_args(p: argparse.ArgumentParser, default_backbone: str = 'cradio_v
     p.add_argument('--cradio-checkpoint', default=None, help='local C-RADIO .pth.tar (default: the release)')
     p.add_argument('--random-weights', action='store_true', help='no downloads: random SAM3 weights, to try the tool')
     p.add_argument('--device', default=None, help='cpu or cuda (default: cuda if available)')
+    p.add_argument('--dtype', choices=('fp32', 'bf16'), default='fp32',
+                   help='bf16: the trunk\'s weights in bfloat16 and the model under bf16 autocast, on CPU and '
+                        'CUDA (about 2x faster where the CPU has bf16 matmul units; deviation in sam3-cradio bench)')
+    p.add_argument('--trunk-runtime', choices=('torch', 'onnxruntime', 'openvino'), default=None,
+                   help='run the trunk in torch (default) or, from an exported file (--trunk-model), in '
+                        'onnxruntime / OpenVINO on the CPU; pip install "sam3-cradio[export]"')
+    p.add_argument('--trunk-model', type=Path, default=None, metavar='FILE.onnx',
+                   help='the trunk exported by "sam3-cradio export" for this backbone, window and resolution')
 
 
 def model_spec(a: argparse.Namespace) -> ModelSpec:
@@ -108,41 +117,20 @@ def build_from_args(a: argparse.Namespace, mode: str, **kwargs: Any) -> torch.nn
 
     return build_sam3(model_spec(a), mode=mode, pretrained=not a.random_weights,
                       sam3_checkpoint=a.sam3_checkpoint, cradio_checkpoint=a.cradio_checkpoint, device=a.device,
-                      **kwargs)
+                      dtype=a.dtype, trunk_runtime=getattr(a, 'trunk_runtime', None),
+                      trunk_model=getattr(a, 'trunk_model', None), **kwargs)
 
 
 def _segment(a: argparse.Namespace) -> int:
-    from PIL import Image
+    from .jobs.command import run
 
-    from .draw import annotate
-    from .images import to_rgb_array
-    from .predictor import Sam3ImagePredictor
-
-    if not (a.text or a.box or a.point):
-        raise ValueError('give a prompt: --text, --box or --point')
-    model_spec(a)
-    image = to_rgb_array(a.image)  # fail on bad options or a bad image before building the model
-    predictor = Sam3ImagePredictor(build_from_args(a, 'image'), confidence_threshold=a.threshold)
-    predictor.set_image(image)
-    if a.point:
-        points = [p[:2] for p in a.point]
-        labels = [int(p[2]) for p in a.point]
-        result = predictor.predict_points(points, labels, box=a.box[0] if a.box else None, multimask_output=False)
-    elif a.box:
-        result = predictor.predict_boxes([b for b in a.box], text=a.text)
-    else:
-        result = predictor.predict_text(a.text)
-    labels = [f'{lab} {s:.2f}' for lab, s in zip(result.labels, result.scores)]
-    Image.fromarray(annotate(image, result.masks, result.boxes, result.scores, labels)).save(a.out)
-    print(f'{len(result)} objects; encoder {result.timings.get("encoder", 0):.2f}s, '
-          f'decoder {result.timings.get("decoder", 0):.2f}s; wrote {a.out}')
-    for lab, s, b in zip(result.labels, result.scores, result.boxes):
-        print(f'  {lab:20s} {s:.3f}  box {np.round(b, 1).tolist()}')
-    return 0
+    return run(a)  # one image: the annotated image; else files in --out (sam3_cradio/jobs)
 
 
 def _track(a: argparse.Namespace) -> int:
-    from .predictor import check_box, check_text
+    import warnings
+
+    from .predictor import TextTruncatedWarning, check_box, check_text, text_overflow
     from .video import probe_video, track_video
 
     if a.text is None and a.box is None:
@@ -153,10 +141,31 @@ def _track(a: argparse.Namespace) -> int:
     info = probe_video(a.video)  # fail on bad options or a bad video before building the model
     if a.box is not None:
         check_box(a.box, info.height, info.width)
-    model = build_from_args(a, 'video')
-    summary = track_video(model, a.video, text=a.text, box=a.box, out=a.out, progress=True, fps=a.fps)
+    overflow = text_overflow(a.text.strip()) if a.text is not None else None
+    if overflow is not None:  # said once, as a line of its own, before the model is built
+        print(f'warning: {overflow.message()}', file=sys.stderr)
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore', TextTruncatedWarning)  # (the predictor's own warning: said above)
+        model = build_from_args(a, 'video')
+        summary = track_video(model, a.video, text=a.text, box=a.box, out=a.out, progress=True, fps=a.fps,
+                              masks_dir=a.masks_dir, vos_root=a.vos_root, json_path=a.json,
+                              mask_layout=a.mask_layout, sequence=a.sequence)
     print(f'wrote {summary.frames} frames ({summary.width}x{summary.height}, {summary.fps:g} fps) to {summary.out}; '
           f'objects: {summary.object_ids or "none"} ({summary.seconds:.1f}s)')
+    if summary.masks:
+        print(f'masks ({a.mask_layout} layout): {summary.masks}')
+    if summary.vos_root:
+        print(f'VOS root: {summary.vos_root} (sequence {a.sequence or Path(a.video).stem}); score it with '
+              f'sam3-cradio eval vos --dataset {a.mask_layout} --root {summary.vos_root}')
+    if summary.json:
+        print(f'boxes and scores: {summary.json}')
+    return 0
+
+
+def _export(a: argparse.Namespace) -> int:
+    from .export.command import run_cli
+
+    print(run_cli(a))
     return 0
 
 
@@ -185,16 +194,13 @@ def build_parser() -> argparse.ArgumentParser:
     enc.add_argument('--out', type=Path, default=Path('features.safetensors'))
     enc.set_defaults(func=_encode)
 
-    seg = sub.add_parser('segment', help='segment an image from a text, box or point prompt; writes an annotated image')
-    seg.add_argument('image', type=Path)
-    seg.add_argument('--text', default=None, help='noun phrase(s), comma-separated: "cat, dog"')
-    seg.add_argument('--box', type=float, nargs=4, action='append', metavar=('X0', 'Y0', 'X1', 'Y1'),
-                     help='exemplar box in pixels (repeatable); with --point, the box of the clicked object')
-    seg.add_argument('--point', type=float, nargs=3, action='append', metavar=('X', 'Y', 'LABEL'),
-                     help='click in pixels with label 1 (object) or 0 (background); repeatable')
-    seg.add_argument('--threshold', type=float, default=0.5, help='minimum detection score')
-    seg.add_argument('--out', type=Path, default=Path('segmented.png'))
-    add_model_args(seg)
+    from .jobs.command import EPILOG
+    from .jobs.command import add_arguments as add_segment_arguments
+
+    seg = sub.add_parser('segment', help='segment images (a file, folders, globs, lists of paths) from a text, box or '
+                                         'point prompt; writes an annotated image, or COCO / JSON / PNG / YOLO / VOC '
+                                         'files', epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_segment_arguments(seg)
     seg.set_defaults(func=_segment)
 
     trk = sub.add_parser('track', help='track objects through a video from a text prompt or a first-frame box')
@@ -203,7 +209,19 @@ def build_parser() -> argparse.ArgumentParser:
     trk.add_argument('--box', type=float, nargs=4, default=None, metavar=('X0', 'Y0', 'X1', 'Y1'),
                      help='box of one object on the first frame, in pixels')
     trk.add_argument('--fps', type=float, default=None, help='output frame rate (default: the input\'s, else 25)')
-    trk.add_argument('--out', type=Path, default=Path('tracked.mp4'))
+    trk.add_argument('--out', type=Path, default=Path('tracked.mp4'), help='the annotated video')
+    trk.add_argument('--masks-dir', type=Path, default=None, metavar='DIR',
+                     help='also write per-frame masks there, named after the frames (--mask-layout)')
+    trk.add_argument('--mask-layout', choices=('davis', 'sav'), default='davis',
+                     help='davis: one palette PNG per frame, 0 background, 1..n objects in order of appearance; '
+                          'sav: DIR/<object id>/<frame>.png, a binary PNG per object (overlaps kept)')
+    trk.add_argument('--vos-root', type=Path, default=None, metavar='DIR',
+                     help='also write a VOS dataset root (frames, masks, sequence list in the --mask-layout) that '
+                          '"sam3-cradio eval vos --dataset davis|sav --root DIR" reads')
+    trk.add_argument('--sequence', default=None, metavar='NAME',
+                     help='the sequence name in --vos-root (default: the video\'s file or folder name)')
+    trk.add_argument('--json', type=Path, default=None, metavar='PATH',
+                     help='also write per-frame object ids, boxes (xyxy px), scores and mask areas as JSON')
     add_model_args(trk)
     trk.set_defaults(func=_track)
 
@@ -213,6 +231,15 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser('distill', add_help=False,
                    help='adapt the encoder (sam3 head, last blocks or all) to SAM3 by distillation '
                         '(sam3-cradio distill --help)')
+
+    from .export.command import add_arguments as add_export_arguments
+
+    exp = sub.add_parser('export', help='export the trunk (or the encoder) to ONNX for onnxruntime / OpenVINO / '
+                                        'TensorRT (pip install "sam3-cradio[export]")',
+                         description='ONNX export of C-RADIO + the sam3 head at a fixed size and window '
+                                     '(docs/deploy.md).')
+    add_export_arguments(exp)
+    exp.set_defaults(func=_export)
 
     from .bench import add_arguments
 
@@ -239,6 +266,14 @@ def run_command(fn: Callable[..., int], *args: Any) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:  # commands with work to keep (segment, eval) say more themselves
+        print('interrupted', file=sys.stderr)
+        return 130
+
+
+def _main(argv: list[str] | None) -> int:
     setup_logging()
     argv = sys.argv[1:] if argv is None else list(argv)
     # these parse their own options
@@ -253,7 +288,6 @@ def main(argv: list[str] | None = None) -> int:
         return run_command(main_distill, argv[1:])
     a = build_parser().parse_args(argv)
     return run_command(a.func, a)
-
 
 if __name__ == '__main__':
     sys.exit(main())

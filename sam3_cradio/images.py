@@ -10,6 +10,11 @@ are converted, animated images use their first frame (with a warning). Pixel val
 * other integer types: values in 0..255, taken as 8-bit; anything outside is refused.
 
 What the rule cannot read unambiguously raises a ValueError that states the rule; so does anything PIL cannot read.
+
+Size: any image of at least 1 x 1 pixel, whatever its aspect ratio; the model input is the image resized straight to
+the backbone's square resolution, and results come back at the image's own size. Only an empty (0-pixel) image is
+refused. Front ends may add resource limits of their own (the demo: a megapixel cap, a downscale of large uploads),
+never a minimum size.
 """
 from __future__ import annotations
 
@@ -84,10 +89,14 @@ def to_rgb_array(image: ImageLike) -> np.ndarray:
         except Image.DecompressionBombError as e:
             raise ValueError(f'{path} is too large to decode safely: {e}') from None
     if isinstance(image, Image.Image):
+        frames = getattr(image, 'n_frames', 1)
+        if frames > 1:  # an opened animated file: PIL shows its current frame
+            name = Path(image.filename).name if getattr(image, 'filename', '') else 'the image'
+            warnings.warn(f'{name} has {frames} frames; using frame {image.tell()}', stacklevel=2)
         if image.mode in ('I;16', 'I;16B', 'I;16L', 'I', 'F'):
             image = _pil_to_array(image)
         else:
-            return np.asarray(image.convert('RGB'))
+            image = np.asarray(image.convert('RGB'))  # uint8: the checks below only refuse an empty image
     if not isinstance(image, np.ndarray):
         raise TypeError(f'expected a path, PIL image or numpy array, got {type(image).__name__}')
     a = image

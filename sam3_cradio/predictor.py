@@ -15,6 +15,7 @@ Exemplar boxes all go into one prompt, decoded once, however many there are.
 """
 from __future__ import annotations
 
+import functools
 import time
 import warnings
 from collections.abc import Sequence
@@ -183,17 +184,39 @@ def _dropped_words(tokenizer, text: str, limit: int) -> str:
     return tokenizer.decode(tokenizer.encode(text)[limit:]).strip()
 
 
-def text_overflow(model: torch.nn.Module, text: str) -> TextOverflow | None:
-    """How ``text`` (one phrase) overflows the text encoder of ``model`` (image or video); None when it fits.
+@functools.cache
+def _default_text_tokenizer() -> tuple[object, int]:
+    """(tokenizer, context length) of every SAM3 that ``build_sam3`` makes with the default vocabulary: sam3's
+    ``SimpleTokenizer`` on :func:`sam3_cradio.compat.bpe_path`, and ``VETextEncoder``'s default context (32)."""
+    import inspect
+
+    from . import compat
+
+    compat.import_sam3()
+    from sam3.model.text_encoder_ve import VETextEncoder
+    from sam3.model.tokenizer_ve import SimpleTokenizer
+
+    context = inspect.signature(VETextEncoder).parameters['context_length'].default
+    return SimpleTokenizer(bpe_path=compat.bpe_path()), int(context)
+
+
+def text_overflow(text: str, model: torch.nn.Module | None = None) -> TextOverflow | None:
+    """How ``text`` (one phrase) overflows SAM3's text encoder; None when it fits.
 
     sam3's tokenizer (``sam3/model/tokenizer_ve.py``) puts a start and an end token around the phrase's BPE tokens
     and cuts the result to the encoder's context length (``VETextEncoder.context_length``, 32), keeping the end
     token: a phrase is read up to 30 tokens, the rest is ignored without a word.
+
+    Args:
+        text: one phrase.
+        model: an image or video model whose tokenizer and context length to use; None: those every model built
+            by ``build_sam3`` with the default vocabulary has (no model needed, e.g. to check before building one).
     """
-    encoder = _text_encoder(model)
-    if encoder is None:
-        return None
-    tokenizer, context = encoder.tokenizer, int(encoder.context_length)
+    encoder = _text_encoder(model) if model is not None else None
+    if encoder is not None:
+        tokenizer, context = encoder.tokenizer, int(encoder.context_length)
+    else:
+        tokenizer, context = _default_text_tokenizer()
     limit = context - 2
     n = len(tokenizer.encode(text))
     if n <= limit:
@@ -201,10 +224,10 @@ def text_overflow(model: torch.nn.Module, text: str) -> TextOverflow | None:
     return TextOverflow(text, n, limit, context, _dropped_words(tokenizer, text, limit))
 
 
-def warn_if_truncated(model: torch.nn.Module, text: str, stacklevel: int = 2) -> TextOverflow | None:
-    """Warn (:class:`TextTruncatedWarning`) when ``text`` overflows the text encoder; returns the overflow.
-    ``stacklevel`` as for ``warnings.warn``, counted from the caller of this function."""
-    overflow = text_overflow(model, text)
+def warn_if_truncated(text: str, model: torch.nn.Module | None = None, stacklevel: int = 2) -> TextOverflow | None:
+    """Warn (:class:`TextTruncatedWarning`) when ``text`` overflows the text encoder (:func:`text_overflow`);
+    returns the overflow. ``stacklevel`` as for ``warnings.warn``, counted from the caller of this function."""
+    overflow = text_overflow(text, model)
     if overflow is not None:
         warnings.warn(overflow.message(), TextTruncatedWarning, stacklevel=stacklevel + 1)
     return overflow
@@ -275,8 +298,9 @@ class Sam3ImagePredictor:
         self.model = model
         self.device = next(model.parameters()).device
         self.image_size = cfg['image_size']
-        # bf16 autocast on CUDA, where it speeds up the trunk; CPU stays float32
-        self._autocast = autocast and self.device.type == 'cuda'
+        # bf16 autocast on CUDA, where it speeds up the trunk, and wherever the model was built with dtype='bf16'
+        # (its trunk weights are bf16 already); a float32 model on the CPU stays float32
+        self._autocast = autocast and (self.device.type == 'cuda' or cfg.get('dtype') == 'bf16')
         self.processor = Sam3Processor(model, resolution=self.image_size, device=str(self.device),
                                        confidence_threshold=confidence_threshold)
         self._state: dict | None = None
@@ -284,7 +308,7 @@ class Sam3ImagePredictor:
         self.encoder_seconds = 0.0
 
     def _amp(self):
-        return torch.autocast('cuda', dtype=torch.bfloat16) if self._autocast else nullcontext()
+        return torch.autocast(self.device.type, dtype=torch.bfloat16) if self._autocast else nullcontext()
 
     @property
     def confidence_threshold(self) -> float:
@@ -354,7 +378,7 @@ class Sam3ImagePredictor:
             prompts = [p for p in prompts.split(',')] if ',' in prompts else [prompts]
         prompts = [check_text(p) for p in prompts]
         for prompt in prompts:  # before any model call: the warning points at the caller's line
-            warn_if_truncated(self.model, prompt, stacklevel=2)
+            warn_if_truncated(prompt, self.model, stacklevel=2)
         results = []
         for prompt in prompts:
             t0 = time.perf_counter()
@@ -387,7 +411,7 @@ class Sam3ImagePredictor:
             raise ValueError(f'{len(labels)} labels for {len(boxes)} boxes')
         if text is not None:
             text = check_text(text)
-            warn_if_truncated(self.model, text, stacklevel=2)
+            warn_if_truncated(text, self.model, stacklevel=2)
         xyxy = np.stack(boxes).astype(np.float64)
         # Sam3Processor takes normalised (cx, cy, w, h), sequence first: (N boxes, batch 1, 4)
         norm = np.stack([(xyxy[:, 0] + xyxy[:, 2]) / 2 / w, (xyxy[:, 1] + xyxy[:, 3]) / 2 / h,

@@ -60,13 +60,14 @@ from PIL import Image
 from . import compat
 from .files import IMAGE_EXTS, list_image_files
 from .images import to_rgb_array
-from .predictor import check_box, check_points, check_text, masks_to_boxes
+from .predictor import check_box, check_points, check_text, masks_to_boxes, warn_if_truncated
 
 if TYPE_CHECKING:
     import supervision as sv
 
 __all__ = [
     'Sam3VideoPredictor', 'VideoFrameResult', 'TrackSummary', 'VideoInfo', 'VideoNotOpenError', 'VideoLike',
+    'UnreadableVideoError', 'frame_names',
     'list_frame_files', 'iter_video_frames', 'probe_video', 'masks_to_boxes', 'track_video',
 ]
 
@@ -104,22 +105,38 @@ def list_frame_files(folder: str | os.PathLike) -> list[Path]:
     return files
 
 
+class UnreadableVideoError(ValueError):
+    """A video file OpenCV/FFmpeg cannot decode. ``str()`` is the message of the API and the command line (it names
+    the path and suggests a folder of frames); front ends that take uploaded files only (the demo) compose their
+    own from ``problem`` and ``advice``, with the file's name instead of its path on the server.
+
+    Attributes:
+        path: the file.
+        problem: what went wrong, without the path (e.g. 'cannot be read as a video (...)').
+        advice: what to do with the file itself (re-encode it), without the frame-folder alternative.
+    """
+
+    ADVICE = 'Re-encode it (e.g. ffmpeg -i in -c:v libx264 out.mp4)'
+
+    def __init__(self, path: str | os.PathLike, problem: str) -> None:
+        self.path, self.problem, self.advice = Path(path), problem, self.ADVICE
+        super().__init__(f'{self.path} {problem}. {self.advice} or pass a folder of its frames')
+
+
 def _open_capture(path: Path):
     import cv2
 
     cap = cv2.VideoCapture(str(path))
     if not cap.isOpened():
         cap.release()
-        raise ValueError(
-            f'{path} cannot be read as a video (OpenCV/FFmpeg failed to open it: the file is broken, truncated, '
-            f'or not a video). Re-encode it (e.g. ffmpeg -i in -c:v libx264 out.mp4) or pass a folder of frames')
+        raise UnreadableVideoError(path, 'cannot be read as a video (OpenCV/FFmpeg failed to open it: the file is '
+                                         'broken, truncated, or not a video)')
     return cap
 
 
-def _broken_video(path: Path) -> ValueError:
-    return ValueError(
-        f'no frame could be decoded from {path}: the file is broken, truncated, or not a video. Re-encode it '
-        f'(e.g. ffmpeg -i in -c:v libx264 out.mp4) or pass a folder of frames')
+def _broken_video(path: Path) -> UnreadableVideoError:
+    return UnreadableVideoError(path, 'cannot be read as a video: no frame could be decoded (the file is broken, '
+                                      'truncated, or not a video)')
 
 
 def _iter_video_file(path: Path) -> Iterator[np.ndarray]:
@@ -212,6 +229,16 @@ def probe_video(video: VideoLike) -> VideoInfo:
     finally:
         cap.release()
     return VideoInfo(max(n, 1), frame.shape[0], frame.shape[1], fps if fps and fps > 0 else None)
+
+
+def frame_names(video: VideoLike, num_frames: int) -> list[str]:
+    """File stems for per-frame outputs (mask PNGs, frame JPEGs): a frame folder's own file stems in frame order
+    when they are unique, else ``00000``, ``00001``, ... (video files, lists, arrays)."""
+    if isinstance(video, (str, os.PathLike)) and Path(video).is_dir():
+        stems = [p.stem for p in list_frame_files(video)]
+        if len(stems) == num_frames and len(set(stems)) == num_frames:
+            return stems
+    return [f'{i:05d}' for i in range(num_frames)]
 
 
 def _video_fps(video: VideoLike) -> float | None:
@@ -337,9 +364,10 @@ class _MaskSession:
         device = next(model.parameters()).device
         self.features = _TrackerFeatures(model, read_frame, num_frames, int(model.sam3_cradio_cfg['image_size']),
                                         device, (height, width))
-        # bf16 on CUDA, as SAM2's VOS evaluation runs; elsewhere float32 (compat casts the tracker's bf16 memory)
-        self._amp = (lambda: torch.autocast('cuda', dtype=torch.bfloat16)) if device.type == 'cuda' \
-            else contextlib.nullcontext
+        # bf16 on CUDA, as SAM2's VOS evaluation runs, and for a model built with dtype='bf16'; elsewhere float32
+        # (compat casts the tracker's bf16 memory)
+        bf16 = device.type == 'cuda' or model.sam3_cradio_cfg.get('dtype') == 'bf16'
+        self._amp = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if bf16 else contextlib.nullcontext
         self._non_overlap = non_overlap
         with self._run():
             self.state = self.tracker.init_state(video_height=height, video_width=width, num_frames=num_frames,
@@ -489,6 +517,14 @@ class Sam3VideoPredictor:
                              f'(0..{self.num_frames - 1})')
         return int(frame_idx)
 
+    @contextlib.contextmanager
+    def _infer(self) -> Iterator[None]:
+        """Inference mode, under bf16 autocast for a model built with dtype='bf16' (sam3 autocasts on CUDA itself)."""
+        from .build import autocast_for
+
+        with torch.inference_mode(), autocast_for(self.model):
+            yield
+
     def _prefill_cache(self, state: dict[str, Any] | None = None) -> None:
         # sam3's _build_tracker_output asserts that the frame has cached outputs, which only a propagation
         # writes; clicks before any propagation (or after add_text, which clears the cache) would fail.
@@ -609,15 +645,22 @@ class Sam3VideoPredictor:
 
         The text applies to the whole video (SAM3); ``frame_idx`` is where detection runs first. It starts over:
         objects and prompts added before (masks included) are dropped (a warning is logged when there were any).
+        The whole text is one phrase (commas included); past SAM3's 30 text tokens it is cut, with a
+        :class:`~sam3_cradio.predictor.TextTruncatedWarning` naming the ignored end.
         """
+        return self._add_text(frame_idx, text, stacklevel=3)
+
+    def _add_text(self, frame_idx: int, text: str, stacklevel: int) -> VideoFrameResult:
+        """:meth:`add_text`; ``stacklevel`` of the truncation warning, from this method (3: the caller's caller)."""
         frame_idx = self._check_frame(frame_idx)
         text = check_text(text)
         if text == 'visual':  # sam3 reads this string as "no text" (sam3_video_inference.py, add_prompt)
             raise ValueError("the text prompt 'visual' is reserved by sam3; use another phrase, e.g. 'visual object'")
+        warn_if_truncated(text, self.model, stacklevel=stacklevel)
         if self._obj_prompts or self.obj_ids:
             _logger.warning('add_text(%r) starts over: the %d object(s) and prompts added before are dropped; add '
                             'box and point prompts after the text prompt', text, len(self.obj_ids))
-        with torch.inference_mode():
+        with self._infer():
             _, out = self.model.add_prompt(self.state, frame_idx=frame_idx, text_str=text)
         self._clear_prompts()  # a mask session, if any, ends here
         self._text = text
@@ -702,7 +745,7 @@ class Sam3VideoPredictor:
                              f'limit (model.max_num_objects = {limit}); remove_object() one or raise the limit')
         state = self.state
         self._prefill_cache()
-        with torch.inference_mode():
+        with self._infer():
             ret = self.model.add_prompt(state, frame_idx=frame_idx, points=torch.from_numpy(rel),
                                         point_labels=torch.tensor(labels, dtype=torch.int32), obj_id=obj_id,
                                         rel_coordinates=True)
@@ -825,7 +868,7 @@ class Sam3VideoPredictor:
         gen = model.propagate_in_video(state, start_frame_idx=start, max_frame_num_to_track=max_track,
                                        reverse=reverse)
         # sam3 decides the propagation type on the first step: answer with the plan for this call only
-        with compat.override_propagation_plan(model, plan), torch.inference_mode():
+        with compat.override_propagation_plan(model, plan), self._infer():
             first = next(gen, None)
         if first is None:
             return
@@ -843,7 +886,7 @@ class Sam3VideoPredictor:
                     if o in self._obj_done:
                         self._obj_done[o].add(frame_idx)
             yield self._result(frame_idx, out)
-            with torch.inference_mode():
+            with self._infer():
                 item = next(gen, None)
 
     def _run_mask_pass(self, start: int, max_track: int | None, reverse: bool) -> Iterator[VideoFrameResult]:
@@ -908,14 +951,17 @@ class Sam3VideoPredictor:
 
 @dataclass
 class TrackSummary:
-    """What :func:`track_video` wrote."""
-    out: str
+    """What :func:`track_video` wrote (paths None where an output was not asked for)."""
+    out: str | None
     frames: int
     object_ids: list[int]
     fps: float
     height: int
     width: int
     seconds: float = 0.0
+    masks: str | None = None
+    vos_root: str | None = None
+    json: str | None = None
 
 
 def track_video(
@@ -923,28 +969,43 @@ def track_video(
         video: VideoLike,
         text: str | None = None,
         box: Sequence[float] | None = None,
-        out: str | os.PathLike = 'tracked.mp4',
+        out: str | os.PathLike | None = 'tracked.mp4',
         progress: bool = True,
         fps: float | None = None,
+        *,
+        masks_dir: str | os.PathLike | None = None,
+        vos_root: str | os.PathLike | None = None,
+        json_path: str | os.PathLike | None = None,
+        mask_layout: str = 'davis',
+        sequence: str | None = None,
 ) -> TrackSummary:
-    """Track objects from a prompt on frame 0 through the whole video and write an annotated .mp4.
+    """Track objects from a prompt on frame 0 through the whole video; write an annotated .mp4 and, if asked, the
+    masks, a VOS dataset root and a JSON of boxes and scores (:mod:`sam3_cradio.track_outputs`).
 
     Args:
         model: a video model from ``build_sam3(..., mode='video')`` (or a :class:`Sam3VideoPredictor`).
         video: anything :meth:`Sam3VideoPredictor.open` accepts.
         text: noun phrase: every instance is detected and tracked.
         box: ``[x0, y0, x1, y1]`` pixels on frame 0: one object is tracked (added after the text prompt, if any).
-        out: the output video (mp4v codec).
+        out: the output video (mp4v codec); None writes none.
         progress: show a tqdm progress bar.
         fps: frame rate of the output; default: the input video's, or 25 for folders and lists.
+        masks_dir: per-frame mask PNGs in ``mask_layout`` (:class:`~sam3_cradio.track_outputs.VosMaskWriter`).
+        vos_root: a dataset root that ``sam3-cradio eval vos`` reads: frames, masks and the sequence list
+            (:class:`~sam3_cradio.track_outputs.VosRootWriter`).
+        json_path: per-frame object ids, boxes, scores and areas
+            (:class:`~sam3_cradio.track_outputs.TrackJsonWriter`).
+        mask_layout: 'davis' (one palette label map per frame) or 'sav' (a binary PNG per object and frame).
+        sequence: the sequence name in ``vos_root``; default: the video's file or folder name ('video' for lists).
 
     Returns:
-        A :class:`TrackSummary` (frames written, object ids seen, ...).
+        A :class:`TrackSummary` (frames written, object ids seen, paths, ...).
     """
     import cv2
     from tqdm.auto import tqdm
 
     from .draw import draw_detections
+    from .track_outputs import LAYOUTS, TrackJsonWriter, VosMaskWriter, VosRootWriter
 
     if text is None and box is None:
         raise ValueError('track_video needs a prompt: text="..." and/or box=[x0, y0, x1, y1]')
@@ -952,35 +1013,66 @@ def track_video(
         check_text(text)
     if fps is not None and not (np.isfinite(fps) and fps > 0):
         raise ValueError(f'fps must be a positive number, got {fps!r}')
-    out = Path(out)
+    if mask_layout not in LAYOUTS:
+        raise ValueError(f'mask_layout must be one of {LAYOUTS}, got {mask_layout!r}')
+    if out is None and masks_dir is None and vos_root is None and json_path is None:
+        raise ValueError('track_video has nothing to write: give out, masks_dir, vos_root or json_path')
+    if sequence is None and vos_root is not None:
+        sequence = Path(video).stem if isinstance(video, (str, os.PathLike)) else 'video'
     predictor = model if isinstance(model, Sam3VideoPredictor) else Sam3VideoPredictor(model)
     t0 = time.perf_counter()
     predictor.open(video)
     if text is not None:
-        predictor.add_text(0, text)
+        predictor._add_text(0, text, stacklevel=3)  # a long text's warning points at the caller of track_video
     if box is not None:
         predictor.add_box(0, box)
-    fps = float(fps or predictor.fps or 25.0)
     h, w = predictor.frame_size
-    out.parent.mkdir(parents=True, exist_ok=True)
-    writer = cv2.VideoWriter(str(out), cv2.VideoWriter_fourcc(*'mp4v'), fps, (w, h))
-    if not writer.isOpened():
-        raise ValueError(f'cannot write {out} with OpenCV (mp4v); use an .mp4 path in a writable folder')
-    seen: set[int] = set()
-    written = 0
-    frames = iter_video_frames(video)
-    next_idx = 0
-    try:
-        with tqdm(total=predictor.num_frames, desc='track', unit='frame', disable=not progress) as bar:
-            for r in predictor.propagate('forward', start_frame=0):
-                while next_idx <= r.frame_idx:  # forward results come in frame order
-                    frame = next(frames)
-                    next_idx += 1
-                drawn = draw_detections(frame, r.to_detections())  # labels '#<id> <score>', colour per id
-                writer.write(cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR))
-                written += 1
-                seen.update(int(i) for i in r.obj_ids)
-                bar.update(1)
-    finally:
-        writer.release()
-    return TrackSummary(str(out), written, sorted(seen), fps, h, w, time.perf_counter() - t0)
+    names = frame_names(video, predictor.num_frames)
+    fps = float(fps or predictor.fps or 25.0)
+    writer = None
+    if out is not None:
+        out = Path(out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        writer = cv2.VideoWriter(str(out), cv2.VideoWriter_fourcc(*'mp4v'), fps, (w, h))
+        if not writer.isOpened():
+            raise ValueError(f'cannot write {out} with OpenCV (mp4v); use an .mp4 path in a writable folder')
+    info = {'video': str(video) if isinstance(video, (str, os.PathLike)) else None,
+            'num_frames': predictor.num_frames, 'height': h, 'width': w, 'fps': predictor.fps,
+            'prompt': {'frame': 0, 'text': text.strip() if text is not None else None,
+                       'box': None if box is None else [float(v) for v in box]}}
+    with contextlib.ExitStack() as stack:
+        masks = stack.enter_context(VosMaskWriter(masks_dir, names, mask_layout)) if masks_dir is not None else None
+        root = stack.enter_context(VosRootWriter(vos_root, sequence, names, mask_layout)) \
+            if vos_root is not None else None
+        js = TrackJsonWriter(json_path, names, info) if json_path is not None else None
+        seen: set[int] = set()
+        written = 0
+        frames = iter_video_frames(video)
+        next_idx = 0
+        try:
+            with tqdm(total=predictor.num_frames, desc='track', unit='frame', disable=not progress) as bar:
+                for r in predictor.propagate('forward', start_frame=0):
+                    while next_idx <= r.frame_idx:  # forward results come in frame order
+                        frame = next(frames)
+                        next_idx += 1
+                    if writer is not None:
+                        drawn = draw_detections(frame, r.to_detections())  # labels '#<id> <score>', colour per id
+                        writer.write(cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR))
+                    if masks is not None:
+                        masks.write(r)
+                    if root is not None:
+                        root.write(frame, r)
+                    if js is not None:
+                        js.write(r)
+                    written += 1
+                    seen.update(int(i) for i in r.obj_ids)
+                    bar.update(1)
+        finally:
+            if writer is not None:
+                writer.release()
+        if js is not None:  # only a finished run: a reader never takes a partial JSON for the whole video
+            js.close()
+    return TrackSummary(None if out is None else str(out), written, sorted(seen), fps, h, w,
+                        time.perf_counter() - t0, masks=None if masks_dir is None else str(masks_dir),
+                        vos_root=None if vos_root is None else str(vos_root),
+                        json=None if json_path is None else str(json_path))

@@ -208,9 +208,50 @@ def test_load_upload_odd_and_huge(tmp_path):
     with pytest.raises(UserError, match='not an image') as e:
         load_upload(tmp_path / 'x.jpg', 2048, 1e8, name='holiday.jpg')
     assert 'holiday.jpg' in str(e.value) and str(tmp_path) not in str(e.value)
-    Image.fromarray(np.zeros((4, 100, 3), np.uint8)).save(tmp_path / 'thin.png')
-    with pytest.raises(UserError, match='too small'):
-        load_upload(tmp_path / 'thin.png', 2048, 1e8)
+    # one size rule with the API and the command line (sam3_cradio.images): any image from 1 x 1 px
+    for h, w in ((4, 100), (1, 1)):
+        Image.fromarray(np.zeros((h, w, 3), np.uint8)).save(tmp_path / 'thin.png')
+        assert load_upload(tmp_path / 'thin.png', 2048, 1e8).image.shape == (h, w, 3)
+    # an animated image: its first frame, said in the page as the library warns
+    frames = [Image.fromarray(np.full((20, 30, 3), v, np.uint8)) for v in (10, 240)]
+    frames[0].save(tmp_path / 'anim.gif', save_all=True, append_images=frames[1:])
+    gif = load_upload(tmp_path / 'anim.gif', 2048, 1e8, name='party.gif')
+    assert gif.image.max() < 128 and gif.note == 'party.gif has 2 frames; using the first.'
+
+
+def test_video_errors_name_the_file_and_suggest_no_folder(tmp_path):
+    """The demo takes video files only: an unreadable one is named (never its server path) with the advice for
+    the file itself, not the library's "or pass a folder of frames"."""
+    from sam3_cradio.demo.videos import preview_video, read_video
+
+    upload = tmp_path / 'gradio' / '3f2a'
+    upload.mkdir(parents=True)
+    for name, data in (('notes.mp4', b'this is a text file\n' * 20), ('empty.mp4', b'')):
+        (upload / name).write_bytes(data)
+        for call in (lambda: preview_video(upload / name, 10), lambda: read_video(str(upload / name), 10, 256)):
+            with pytest.raises(UserError) as e:
+                call()
+            msg = str(e.value)
+            assert msg.startswith(f'{name} cannot be read as a video') and 'upload it again' in msg, msg
+            assert str(tmp_path) not in msg and 'folder' not in msg
+    with pytest.raises(UserError) as e:
+        preview_video(upload / 'missing.mp4', 10)
+    assert 'missing.mp4' in str(e.value) and str(tmp_path) not in str(e.value)
+
+
+def test_long_text_is_run_and_noted_like_everywhere():
+    """A phrase past SAM3's 30 text tokens is not refused (the old 120-character rule): the page gets the library's
+    note naming the ignored words. The character cap left is a server limit, far above any noun phrase."""
+    from sam3_cradio.demo.inputs import MAX_TEXT_CHARS, parse_texts
+    from sam3_cradio.demo.state import text_notes
+
+    long = ('a small brown dog with a red collar sitting next to a large white cat on a green sofa in the living '
+            'room near the big open window and a zebra in the background of the old family photograph')
+    assert len(long) > 120 and parse_texts(f'cup, {long}') == ['cup', long]
+    (note,) = text_notes(['cup', long])
+    assert "so it ignored 'zebra in the background of the old family photograph'" in note
+    with pytest.raises(UserError, match=f'at most {MAX_TEXT_CHARS}'):
+        parse_texts('cat ' * MAX_TEXT_CHARS)
 
 
 def test_annotation_and_prompt_in_original_pixels(tmp_path):
@@ -357,6 +398,11 @@ def test_segment_request_without_gradio(tiny_image_model, small):
         assert {r[0] for r in rows} == {'tiny · global'} and st.encoder_runs == 1
         raw = st.segment(annot, 'spoon', [], TINY, 'global', compare=TINY, compare_window='global')
         assert len(raw.panels) == 1 and raw.panels[0].encoder_cached and st.encoder_runs == 1
+        long = 'spoon on a ' + 'very ' * 30 + 'small saucer'
+        raw = st.segment(annot, long, [], TINY, 'global')                  # run, and the cut words noted
+        assert any("so it ignored 'very very" in n and n.endswith("small saucer'. Shorten the phrase: SAM3 "
+                                                                   "expects a short noun phrase.") for n in raw.notes)
+        assert "ignored 'very" in render(raw, THR).status
         assert builds == [(resolve('cradio_tiny'), 'image')]
     finally:
         st.close()
@@ -596,6 +642,7 @@ def test_video_text_box_and_limits(app, small, confident_tracker, artifacts):
     video, status = client.predict(_file(broken), 'person', None, TINY, 'global', api_name='/track')
     assert status.startswith('⚠') and 'cannot be read' in status
     assert 'broken.mp4' in status and _upload_folder() not in status  # its name, not its server path
+    assert 'folder' not in status                                      # the page takes files only
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -730,3 +777,13 @@ def test_browser_text_prompt_screenshot(app, artifacts):
         (ROOT / 'docs').mkdir(exist_ok=True)
         Image.open(shot).convert('RGB').quantize(256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE) \
             .save(ROOT / 'docs' / 'demo.png', optimize=True)
+
+
+def test_builder_passes_the_dtype():
+    import torch
+
+    from sam3_cradio.registry import resolve
+
+    model = Sam3Builder(parse_args(['--tiny', '--dtype', 'bf16']))(resolve('cradio_tiny'), 'image')
+    assert model.sam3_cradio_cfg['dtype'] == 'bf16'
+    assert next(model.backbone.vision_backbone.trunk.parameters()).dtype == torch.bfloat16

@@ -18,6 +18,7 @@ per process (this machine's 2 cores are shared); model outputs are deterministic
 """
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import signal
@@ -506,6 +507,192 @@ def test_a_different_run_into_the_same_folder_is_refused(data_root, coco_full):
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# Bad overrides, concurrent runs, Ctrl-C (issue 13, items 4-6)
+# ---------------------------------------------------------------------------------------------------------------
+
+def _run_args(out: Path, progress: bool = False) -> argparse.Namespace:
+    return argparse.Namespace(out=out, limit=None, overwrite=False, device='cpu', progress=progress, threads=None)
+
+
+def _toy_spec(work, n: int = 6):
+    """A run of ``n`` units without a model: ``work(id)`` gives each record."""
+    from sam3_cradio.evaluation.runner import EvalSpec, Report
+
+    return EvalSpec('toy', list(range(n)), {'toy': 1}, lambda ctx: work,
+                    lambda records, ids: Report({'n': len(ids), 'sum': sum(records[i]['x'] for i in ids)}, ''))
+
+
+def test_override_typos_and_bad_values_fail_before_anything_is_written(data_root, tmp_path, capsys):
+    from sam3_cradio.cli import main
+
+    coco = data_root / 'coco'
+    out = tmp_path / 'o'
+    argv = ['eval', 'coco', '--ann', str(coco / 'instances_mini.json'), '--images', str(coco / 'images'),
+            '--limit', '1', '--out', str(out), *MODEL_ARGS]
+    for override, message in (
+            ('backbone.imagesize=192', "error: override 'backbone.imagesize=192': the config 'sam3_cradio' has no key "
+                                       "'backbone.imagesize'; did you mean backbone.image_size?"),
+            ('backbone.image_size=19x2', "error: backbone.image_size must be a whole number of pixels, got '19x2'"),
+            ('interactive=maybe', "error: override 'interactive=maybe': interactive takes true or false"),
+            ('feat_size=abc', 'error: the cradio_tiny config does not resolve')):
+        assert main([*argv, '--override', override]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(message) and err.count('\n') == 1, err
+        assert not out.exists()  # --out untouched: nothing blocks the corrected command
+    # a failure while building (after the folder was prepared) leaves the folder as it was found, too
+    assert main([*argv, '--sam3-checkpoint', str(tmp_path / 'sam3.pt')]) == 2
+    assert 'sam3_checkpoint was given with pretrained=False' in capsys.readouterr().err
+    assert not out.exists()
+    # a run.json left by a run that recorded nothing (an older version, a crash at start) does not block either
+    out.mkdir()
+    (out / 'run.json').write_text(json.dumps({'eval': 'coco', 'fingerprint': {'backbone': 'imagesize typo'}}))
+    assert main([*argv, '--override', 'backbone.image_size=128']) == 0
+    assert _records(out) == 1 and json.loads((out / 'run.json').read_text())['fingerprint']['resolution'] == 128
+    assert not (out / '.lock').exists()
+
+
+def test_a_folder_in_use_is_refused_naming_the_holder_and_a_dead_holder_does_not_block(data_root, tmp_path):
+    from sam3_cradio.evaluation.guards import FolderBusy, FolderLock
+
+    coco = data_root / 'coco'
+    out = tmp_path / 'o'
+    argv = ['coco', '--ann', str(coco / 'instances_mini.json'), '--images', str(coco / 'images'), '--limit', '2',
+            '--out', str(out), *MODEL_ARGS]
+    # another process holds the folder (an evaluation in progress)
+    holder = subprocess.Popen([sys.executable, '-c', 'import sys, time\nfrom sam3_cradio.evaluation.guards import '
+                               f'FolderLock\nFolderLock({str(out)!r}).acquire()\nprint("locked", flush=True)\n'
+                               'time.sleep(600)'], cwd=ROOT, env=_env(), stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == 'locked'
+        import platform
+
+        with pytest.raises(FolderBusy, match=rf'{out} is in use by another run \(pid {holder.pid} on '
+                                             rf'{platform.node()}, since .*\); wait for it to finish'):
+            evaluate(argv)
+        assert sorted(p.name for p in out.iterdir()) == ['.lock']  # nothing else was written
+        r = _run(['-m', 'sam3_cradio.cli', 'eval', *argv])  # the command line: one line, exit 2
+        assert r.returncode == 2 and r.stderr.strip().splitlines()[-1].startswith(f'error: {out} is in use by '
+                                                                                   f'another run (pid {holder.pid}')
+    finally:
+        holder.kill()  # dies holding the lock: the kernel releases it
+        holder.wait()
+    assert (out / '.lock').exists()  # a stale file, but no longer a lock
+    assert evaluate(argv) == 0 and _records(out) == 2 and not (out / '.lock').exists()
+    lock = FolderLock(out).acquire()  # in this process, too: a second lock on the folder is refused
+    try:
+        with pytest.raises(FolderBusy, match=f'pid {os.getpid()}'):
+            FolderLock(out).acquire()
+    finally:
+        lock.release()
+
+
+def test_two_identical_evaluations_at_once_never_record_twice(data_root, coco_full, tmp_path):
+    out = tmp_path / 'same'
+    args = ['-m', 'sam3_cradio.cli', 'eval', 'coco', *_coco_args(data_root, out)[1:]]
+    procs = [subprocess.Popen([sys.executable, *args], cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    results = [(p.wait(timeout=300), p.stderr.read()) for p in procs]
+    for rc, err in results:  # each either ran (the second one finding every image recorded) or was refused
+        assert rc == 0 or (rc == 2 and err.strip().splitlines()[-1].startswith(f'error: {out} is in use by '
+                                                                                 'another run (pid ')), err[-2000:]
+    assert any(rc == 0 for rc, _ in results)
+    ids = [json.loads(line)['id'] for p in (out / 'records').glob('*.jsonl') for line in p.read_text().splitlines()]
+    assert sorted(ids) == [1, 2, 3, 4, 5]  # every image once
+    assert _metrics(out) == _metrics(coco_full)
+
+
+def test_an_interrupt_swallowed_inside_a_unit_still_stops_the_run(tmp_path):
+    """sam3's BPE tokenizer has a bare ``except:``: a KeyboardInterrupt raised inside it is lost, and the run went
+    on to the end. The run must stop after the unit in progress, whatever became of the exception."""
+    from sam3_cradio.evaluation.runner import RecordStore, RunInterrupted, run_eval
+
+    def work(i: int) -> dict:
+        if i == 2:
+            try:
+                os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C, delivered inside the try
+                time.sleep(1)
+            except BaseException:  # what a bare except in a library does
+                pass
+        return {'x': i}
+
+    out = tmp_path / 'toy'
+    with pytest.raises(RunInterrupted) as e:
+        run_eval(_toy_spec(work), _run_args(out))
+    assert str(e.value) == f'interrupted after 3 of 6 images ({out}); run the same command to resume'
+    assert sorted(RecordStore(out).read_all()) == [0, 1, 2] and not (out / 'metrics.json').exists()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler was put back
+    result = run_eval(_toy_spec(lambda i: {'x': i}), _run_args(out))  # the same command resumes
+    assert result['predicted_this_run'] == 3 and result['metrics'] == {'n': 6, 'sum': 15}
+
+
+def test_an_interrupt_while_the_results_are_written_keeps_the_records(tmp_path):
+    from sam3_cradio.evaluation.runner import EvalSpec, RecordStore, Report, RunInterrupted, run_eval
+
+    calls = []
+
+    def finalize(records, ids):
+        calls.append(len(ids))
+        if len(calls) == 1:
+            os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C while the metrics are computed and written
+            time.sleep(1)
+        return Report({'n': len(ids)}, '')
+
+    spec = EvalSpec('toy', list(range(3)), {'toy': 1}, lambda ctx: lambda i: {'x': i}, finalize)
+    out = tmp_path / 'toy'
+    with pytest.raises(RunInterrupted, match=r'interrupted while writing the results \(all 3 images are recorded '
+                                             r'in .*\); run the same command to write them'):
+        run_eval(spec, _run_args(out))
+    assert len(RecordStore(out).read_all()) == 3 and not (out / 'metrics.json').exists()
+    assert not (out / '.lock').exists()
+    result = run_eval(spec, _run_args(out))
+    assert result['predicted_this_run'] == 0 and result['metrics'] == {'n': 3}
+
+
+def _wait_for(predicate, proc, seconds: float = 240) -> bool:
+    deadline = time.time() + seconds
+    while time.time() < deadline and proc.poll() is None:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+@pytest.mark.parametrize('when', [0, 1, 2, 3])
+def test_ctrl_c_stops_the_evaluation_with_one_line_and_records_intact(data_root, coco_full, tmp_path, when):
+    """A real `sam3-cradio eval coco` subprocess gets SIGINT while its model is built (``when`` = 0) or after
+    ``when`` records: it stops before the end, says how far it got in one line (no traceback), exits 130, keeps
+    every finished record, and the same command then finishes the run with the uninterrupted run's metrics."""
+    out = tmp_path / 'interrupted'
+    args = ['-m', 'sam3_cradio.cli', 'eval', 'coco', *_coco_args(data_root, out)[1:]]
+    err_file = tmp_path / 'stderr.txt'
+    records = out / 'records' / 'rank00000.jsonl'
+    with open(err_file, 'w') as err:
+        proc = subprocess.Popen([sys.executable, *args], cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL, stderr=err)
+        try:
+            if when == 0:  # the run has started (folder locked and prepared) and builds its model
+                ready = _wait_for(lambda: 'to do on 1 process' in err_file.read_text(), proc)
+            else:
+                ready = _wait_for(lambda: records.exists() and records.read_bytes().count(b'\n') >= when, proc)
+            assert ready, err_file.read_text()[-3000:]
+            proc.send_signal(signal.SIGINT)
+            rc = proc.wait(timeout=120)
+        finally:
+            proc.kill()
+            proc.wait()
+    stderr = err_file.read_text()
+    last = stderr.strip().splitlines()[-1]
+    done = _records(out) if out.exists() else 0
+    assert rc == 130 and 'Traceback' not in stderr, stderr[-3000:]
+    assert last == f'interrupted after {done} of 5 images ({out}); run the same command to resume'
+    assert done <= when + 1 and done < 5 and not (out / 'metrics.json').exists()  # it stopped, not ran to the end
+    r = _run(args)
+    assert r.returncode == 0, r.stderr[-3000:]
+    resumed = json.loads((out / 'metrics.json').read_text())
+    assert resumed['predicted_this_run'] == 5 - done and resumed['metrics'] == _metrics(coco_full)
+    assert _records(out) == 5  # none twice
+
+
+# ---------------------------------------------------------------------------------------------------------------
 # The command line: sam3-cradio eval NAME
 # ---------------------------------------------------------------------------------------------------------------
 
@@ -698,6 +885,9 @@ def test_feature_windows_come_from_the_registry(data_root, tmp_path, monkeypatch
         evaluate(['features', *argv[:-5], '--backbone', 'pe', '--out', str(tmp_path / 'o')])
     with pytest.raises(ValueError, match='sweeps windows'):
         evaluate(['features', *argv[:-5], '--backbone', 'cradio_tiny:8', '--out', str(tmp_path / 'o')])
+    with pytest.raises(ValueError, match="no key 'trunk.embeddim'; did you mean trunk.embed_dim"):
+        evaluate(['features', *argv[:2], '--backbone', 'cradio_tiny', '--random-weights', '--reference', 'pe_tiny',
+                  '--reference-override', 'trunk.embeddim=64', '--out', str(tmp_path / 'o')])
     assert not (tmp_path / 'o').exists()
     # without --windows: global and the registry's suggested windows of the 16-token grid
     seen = {}

@@ -58,6 +58,19 @@ def test_animated_gif_uses_the_first_frame_and_says_so(tmp_path, astronaut):
     with pytest.warns(UserWarning, match='anim.gif has 2 frames; using the first'):
         first = to_rgb_array(tmp_path / 'anim.gif')
     assert np.abs(first.astype(int) - astronaut).mean() < 40  # palette-quantised frame 0, not the inverted frame 1
+    with Image.open(tmp_path / 'anim.gif') as im:               # an opened animated image says so too
+        with pytest.warns(UserWarning, match='anim.gif has 2 frames; using frame 0'):
+            assert np.array_equal(to_rgb_array(im), first)
+
+
+def test_one_size_rule_for_every_input():
+    """Any image of at least 1 x 1 pixel, arrays and PIL images alike; only an empty one is refused."""
+    assert to_rgb_array(np.zeros((1, 1), np.uint8)).shape == (1, 1, 3)
+    assert to_rgb_array(Image.new('RGB', (1, 1))).shape == (1, 1, 3)
+    assert to_rgb_array(np.zeros((1, 300, 4), np.uint8)).shape == (1, 300, 3)
+    for empty in (np.zeros((0, 5, 3), np.uint8), Image.new('RGB', (0, 3)), Image.new('L', (4, 0))):
+        with pytest.raises(ValueError, match='empty'):
+            to_rgb_array(empty)
 
 
 def test_bad_images(tmp_path):

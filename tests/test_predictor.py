@@ -2,6 +2,8 @@
 images and bad prompts, the `sam3-cradio segment` command; Sam3Result <-> supervision.Detections and drawing."""
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import supervision as sv
@@ -11,7 +13,13 @@ from PIL import Image
 from conftest import CRADIO_TINY, IMAGES
 from sam3_cradio.cli import main
 from sam3_cradio.draw import annotate, default_labels, draw_detections
-from sam3_cradio.predictor import Sam3ImagePredictor, Sam3Result, masks_to_boxes
+from sam3_cradio.predictor import (
+    Sam3ImagePredictor,
+    Sam3Result,
+    TextTruncatedWarning,
+    masks_to_boxes,
+    text_overflow,
+)
 
 PHOTO = IMAGES / 'coffee.jpg'   # 400 x 600
 
@@ -93,6 +101,101 @@ def test_box_prompts(predictor, monkeypatch):
     np.testing.assert_allclose(received[-1][0].numpy(), [[150 / 600, 125 / 400, 300 / 600, 250 / 400]], atol=1e-6)
     assert len(r) == 1 and r.labels == ['cup']
     np.testing.assert_allclose(r.boxes[0], [0, 0, 300, 250], atol=1e-3)
+
+
+def _sam3_box_loop(predictor, boxes, labels, text=None) -> Sam3Result:
+    """sam3's own way to prompt several exemplar boxes: Sam3Processor.set_text_prompt (with a text), then
+    add_geometric_prompt once per box, each call decoding again."""
+    state, proc = predictor._state, predictor.processor
+    h, w = predictor.original_size
+    proc.reset_all_prompts(state)
+    with torch.inference_mode():
+        if text is not None:
+            proc.set_text_prompt(text, state)
+        for (x0, y0, x1, y1), positive in zip(boxes, labels):
+            out = proc.add_geometric_prompt([(x0 + x1) / 2 / w, (y0 + y1) / 2 / h, (x1 - x0) / w, (y1 - y0) / h],
+                                            positive, state)
+    return predictor._grounding_result(out, text or 'visual', 0.0)
+
+
+def _count_decoder_runs(model, monkeypatch) -> list:
+    runs, original = [], model.forward_grounding
+
+    def counted(**kwargs):
+        runs.append(kwargs['geometric_prompt'].box_embeddings.shape[0])  # boxes in the prompt
+        return original(**kwargs)
+
+    monkeypatch.setitem(vars(model), 'forward_grounding', counted)
+    return runs
+
+
+@pytest.mark.parametrize('text', [None, 'cup'])
+def test_many_exemplar_boxes_decode_once_like_sam3s_multibox_prompt(predictor, monkeypatch, text):
+    """All boxes go into one prompt, decoded once; the detections are those sam3's own loop gives after its last
+    box (whole-pixel boxes: the same normalised numbers reach sam3 both ways)."""
+    boxes = [[40, 30, 160, 150], [300, 50, 420, 200], [500, 300, 590, 390], [10, 200, 120, 390],
+             [220, 220, 330, 330], [450, 20, 560, 120], [130, 100, 250, 260]]
+    labels = [True, True, False, True, False, True, True]
+    runs = _count_decoder_runs(predictor.model, monkeypatch)
+    ours = predictor.predict_boxes(boxes, labels, text=text)
+    assert runs == [len(boxes)]                                     # one decoder run, with every box
+    runs.clear()
+    theirs = _sam3_box_loop(predictor, boxes, labels, text)
+    assert runs == [0] * (text is not None) + list(range(1, len(boxes) + 1))  # sam3: one run per box
+    _well_formed(ours)
+    assert len(ours) == len(theirs) > 0 and ours.labels == theirs.labels
+    for field in ('masks', 'boxes', 'scores'):
+        assert np.array_equal(getattr(ours, field), getattr(theirs, field)), field
+
+
+# a phrase of exactly 30 BPE tokens (checked below), the most SAM3's text encoder reads
+LONG = ('a small brown dog with a red collar sitting next to a large white cat on a green sofa in the living room '
+        'near the big open window and a')
+
+
+def test_long_text_prompts_warn_with_the_dropped_words(predictor):
+    """Past SAM3's 32-token context (30 words' worth of BPE tokens) a phrase is cut: two prompts differing only
+    there give the same detections, and each warns, pointing at the caller, naming what was ignored."""
+    assert text_overflow(LONG) is None and text_overflow(LONG, predictor.model) is None
+    zebra, giraffe = f'{LONG} zebra', f'{LONG} giraffe on the rug'
+    o = text_overflow(giraffe, predictor.model)
+    assert (o.tokens, o.limit, o.context_length, o.dropped) == (34, 30, 32, 'giraffe on the rug')
+    assert text_overflow(giraffe) == o                                   # no model: the same tokenizer and limit
+    with pytest.warns(TextTruncatedWarning) as w1:
+        a = predictor.predict_text(zebra)
+    with pytest.warns(TextTruncatedWarning) as w2:
+        b = predictor.predict_text(giraffe)
+    assert len(w1) == len(w2) == 1 and w1[0].filename == w2[0].filename == __file__
+    assert "reads 30 (32 with its start and end tokens), so it ignored 'zebra'" in str(w1[0].message)
+    assert "ignored 'giraffe on the rug'" in str(w2[0].message)
+    assert len(a) > 0 and np.array_equal(a.masks, b.masks) and np.array_equal(a.scores, b.scores)
+    # per phrase: only the long one of several warns; box prompts with a text warn too
+    with pytest.warns(TextTruncatedWarning, match="ignored 'zebra'") as w:
+        predictor.predict_text(f'cup, {zebra}')
+    assert len(w) == 1
+    with pytest.warns(TextTruncatedWarning, match="ignored 'giraffe on the rug'"):
+        predictor.predict_boxes([[40, 30, 160, 150]], text=giraffe)
+    with warnings.catch_warnings():
+        warnings.simplefilter('error', TextTruncatedWarning)
+        predictor.predict_text(f'cup, {LONG}')                           # 30 tokens fit: no warning
+
+
+def test_any_image_of_at_least_one_pixel(tiny_image_model, tmp_path, capsys):
+    """One size rule for every front end (sam3_cradio.images): 1 x 1 px and thin strips are images too."""
+    predictor = Sam3ImagePredictor(tiny_image_model, confidence_threshold=0.0)
+    for h, w in ((1, 1), (1, 5), (4, 100)):
+        predictor.set_image(np.full((h, w, 3), 128, np.uint8))
+        for r in (predictor.predict_text('cup'), predictor.predict_boxes([[0, 0, w, h]]),
+                  predictor.predict_points([[w / 2, h / 2]])):
+            _well_formed(r, h, w)
+    Image.fromarray(np.full((1, 1, 3), 90, np.uint8)).save(tmp_path / 'dot.png')
+    out = tmp_path / 'dot_seg.png'
+    assert main(['segment', str(tmp_path / 'dot.png'), '--text', 'cup', '--out', str(out), '--backbone',
+                 'cradio_tiny', '--cradio-checkpoint', str(CRADIO_TINY / 'model.pth.tar'), '--random-weights',
+                 '--device', 'cpu']) == 0
+    assert Image.open(out).size == (1, 1)
+    with pytest.raises(ValueError, match='empty'):
+        predictor.set_image(np.zeros((0, 4, 3), np.uint8))
 
 
 def test_point_prompts(predictor):

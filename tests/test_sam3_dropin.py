@@ -7,10 +7,9 @@ import pytest
 import torch
 from PIL import Image
 
+from conftest import CRADIO_TINY, IMAGES
 from sam3_cradio import build_sam3, build_sam3_video_predictor
 from sam3_cradio.build import TRUNK_PREFIX
-
-from conftest import CRADIO_TINY, IMAGES
 
 
 @pytest.fixture(scope='module')

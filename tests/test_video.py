@@ -8,6 +8,7 @@ detector confident about its two best queries on one frame.
 """
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -17,12 +18,16 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import IMAGES, make_tracker_confident, read_video_frames
+from conftest import CRADIO_TINY, IMAGES, make_tracker_confident, read_video_frames
+from sam3_cradio.cli import main
+from sam3_cradio.predictor import TextTruncatedWarning
+from sam3_cradio.track_outputs import davis_palette
 from sam3_cradio.video import (
     Sam3VideoPredictor,
     VideoFrameResult,
     VideoInfo,
     VideoNotOpenError,
+    frame_names,
     iter_video_frames,
     list_frame_files,
     masks_to_boxes,
@@ -259,6 +264,139 @@ def test_track_video_writes_mp4(model, clip, tmp_path, confident_tracker):
     assert n == 3 and frames[0].shape == (H, W, 3)
     # the object was drawn: the annotated frames differ from the input inside the box
     assert np.abs(frames[0][20:80, 30:100].astype(int) - clip['frames'][0][20:80, 30:100]).mean() > 10
+
+
+# a phrase of exactly 30 BPE tokens, the most SAM3's text encoder reads
+LONG = ('a small brown dog with a red collar sitting next to a large white cat on a green sofa in the living room '
+        'near the big open window and a')
+
+
+def test_long_text_prompt_warns_with_the_dropped_words(model, clip, tmp_path):
+    p = Sam3VideoPredictor(model)
+    p.open(clip['frames'][:2])
+    with pytest.warns(TextTruncatedWarning, match=r"reads 30 \(32 with its start and end tokens\), so it ignored "
+                                                  r"'zebra, striped'") as w:
+        check_result(p.add_text(0, f'{LONG} zebra, striped'), 0)  # one phrase: the comma is part of it
+    assert len(w) == 1 and w[0].filename == __file__                   # points at the caller's line
+    assert p.text == f'{LONG} zebra, striped'
+    with pytest.warns(TextTruncatedWarning, match="ignored 'giraffe'") as w:
+        track_video(model, clip['frames'][:2], text=f'{LONG} giraffe', out=None, json_path=tmp_path / 't.json',
+                    progress=False)
+    assert len(w) == 1 and w[0].filename == __file__
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Tracking outputs: masks (DAVIS / SA-V layout), a VOS root, JSON
+# ---------------------------------------------------------------------------------------------------------------
+
+MODEL_ARGS = ['--backbone', 'cradio_tiny', '--random-weights', '--cradio-checkpoint',
+              str(CRADIO_TINY / 'model.pth.tar'), '--device', 'cpu']
+
+
+def _eval_vos(monkeypatch, root: Path, dataset: str, out: Path) -> dict:
+    """``sam3-cradio eval vos`` on ``root``, its model's tracker made confident like the tracking run's (the same
+    blob on every frame), so that a run scored against its own masks reproduces them exactly."""
+    from sam3_cradio.evaluation.cli import main as eval_main
+    from sam3_cradio.evaluation.commands import vos
+
+    build = vos.build_model
+
+    def build_confident(*args, **kwargs):
+        m = build(*args, **kwargs)
+        make_tracker_confident(m)
+        return m
+
+    monkeypatch.setattr(vos, 'build_model', build_confident)
+    assert eval_main(['vos', '--dataset', dataset, '--root', str(root), '--out', str(out), '--no-progress',
+                      *MODEL_ARGS]) == 0
+    return json.loads((out / 'metrics.json').read_text())['metrics']
+
+
+def test_track_command_writes_vos_masks_json_and_scores_jf_1(model, clip, tmp_path, confident_tracker,
+                                                               monkeypatch, capsys):
+    """`track --masks-dir --vos-root --json`: DAVIS palette PNGs (0 background, one value per object), a DAVIS
+    root that `sam3-cradio eval vos` reads, per-frame boxes and scores; the run scores J&F = 1 against itself."""
+    monkeypatch.setattr('sam3_cradio.cli.build_from_args', lambda a, mode: model)  # the confident tiny model
+    masks, root, js = tmp_path / 'masks', tmp_path / 'davis', tmp_path / 'track.json'
+    assert main(['track', str(clip['folder']), '--box', '30', '20', '100', '80', '--out', str(tmp_path / 't.mp4'),
+                 '--masks-dir', str(masks), '--vos-root', str(root), '--json', str(js), *MODEL_ARGS]) == 0
+    printed = capsys.readouterr().out
+    assert f'sam3-cradio eval vos --dataset davis --root {root}' in printed and str(js) in printed
+    names = [f'{5 * i}' for i in range(T)]                             # the frame folder's own names
+    assert frame_names(clip['folder'], T) == names and frame_names(clip['mp4'], 2) == ['00000', '00001']
+    assert sorted(p.stem for p in masks.glob('*.png')) == sorted(names)
+    data = json.loads(js.read_text())
+    assert (data['num_frames'], data['height'], data['width']) == (T, H, W)
+    assert data['prompt'] == {'frame': 0, 'text': None, 'box': [30.0, 20.0, 100.0, 80.0]}
+    assert data['objects'] == [{'id': 0, 'label': 1, 'first_frame': 0, 'last_frame': T - 1, 'num_frames': T,
+                                'max_score': 1.0}]
+    assert [f['frame'] for f in data['frames']] == list(range(T)) and [f['name'] for f in data['frames']] == names
+    for f in data['frames']:
+        with Image.open(masks / f'{f["name"]}.png') as im:
+            assert im.mode == 'P' and im.getpalette()[:9] == davis_palette()[:9]   # black, red, green
+            lab = np.array(im)
+        assert lab.shape == (H, W) and set(np.unique(lab)) == {0, 1}             # 0 background, 1 the object
+        (ob,) = f['objects']
+        assert (ob['id'], ob['label'], ob['score'], ob['area']) == (0, 1, 1.0, int((lab == 1).sum()))
+        assert ob['box'] == masks_to_boxes((lab == 1)[None])[0].tolist()
+        assert np.array_equal(np.array(Image.open(root / 'Annotations' / '480p' / 'frames' / f'{f["name"]}.png')),
+                              lab)
+    assert (root / 'ImageSets' / '2017' / 'val.txt').read_text().split() == ['frames']
+    assert len(list((root / 'JPEGImages' / '480p' / 'frames').glob('*.jpg'))) == T
+
+    m = _eval_vos(monkeypatch, root, 'davis', tmp_path / 'eval')
+    assert m['num_objects'] == 1 and m['per_sequence'].keys() == {'frames'}
+    assert m['J&F-Mean'] == pytest.approx(1.0) and m['J-Mean'] == pytest.approx(1.0)
+
+
+def test_track_video_sav_layout_scores_jf_1(model, clip, tmp_path, confident_tracker, monkeypatch):
+    """The SA-V layout: a binary PNG per object (folder = object id) on every frame, empty where it is absent;
+    the run's root scores J&F = 1 through `eval vos --dataset sav`."""
+    root = tmp_path / 'sav'
+    s = track_video(model, clip['short'], box=[30, 20, 100, 80], out=None, vos_root=root, mask_layout='sav',
+                    masks_dir=tmp_path / 'masks', sequence='short', progress=False)
+    assert s.out is None and s.vos_root == str(root) and s.object_ids == [0]
+    ann = root / 'Annotations_6fps' / 'short'
+    assert sorted(p.name for p in ann.iterdir()) == ['000']
+    assert sorted(p.stem for p in (ann / '000').glob('*.png')) == ['00000', '00001', '00002']
+    for name in ('00000', '00001', '00002'):
+        a = np.array(Image.open(ann / '000' / f'{name}.png'))
+        assert a.dtype == np.uint8 and set(np.unique(a)) == {0, 255}
+        assert np.array_equal(a, np.array(Image.open(tmp_path / 'masks' / '000' / f'{name}.png')))
+    assert (root / 'sav_val.txt').read_text().split() == ['short']
+    m = _eval_vos(monkeypatch, root, 'sav', tmp_path / 'eval')
+    assert m['num_objects'] == 1 and m['J&F-Mean'] == pytest.approx(1.0)
+
+
+def test_mask_writers_labels_overlaps_and_late_objects(tmp_path):
+    """DAVIS: values 1, 2, ... by first appearance (frame, then id), the higher score wins an overlap; SA-V: an
+    object first seen later gets empty PNGs on the frames before."""
+    from sam3_cradio.track_outputs import VosMaskWriter
+
+    def frame(t, ids, boxes, scores):
+        m = np.zeros((len(ids), 6, 8), bool)
+        for k, (y0, y1, x0, x1) in enumerate(boxes):
+            m[k, y0:y1, x0:x1] = True
+        return VideoFrameResult(t, np.array(ids, np.int64), m, masks_to_boxes(m), np.array(scores, np.float32))
+
+    results = [frame(0, [7], [(0, 3, 0, 4)], [0.9]),
+               frame(1, [7, 2], [(0, 3, 0, 4), (2, 6, 2, 8)], [0.6, 0.8]),   # 2 is new; it wins the overlap
+               frame(2, [], [], [])]
+    with VosMaskWriter(tmp_path / 'davis', ['a', 'b', 'c']) as w:
+        for r in results:
+            w.write(r)
+    labs = [np.array(Image.open(tmp_path / 'davis' / f'{n}.png')) for n in 'abc']
+    assert set(np.unique(labs[0])) == {0, 1} and (labs[0] == 1).sum() == 12          # object 7 -> 1
+    assert labs[1][2, 3] == 2 and labs[1][0, 0] == 1 and (labs[1] == 2).sum() == 24  # object 2 -> 2, on top
+    assert not labs[2].any()
+    with VosMaskWriter(tmp_path / 'sav', ['a', 'b', 'c'], layout='sav') as w:
+        for r in results:
+            w.write(r)
+    assert not np.array(Image.open(tmp_path / 'sav' / '002' / 'a.png')).any()        # before object 2 existed
+    assert (np.array(Image.open(tmp_path / 'sav' / '002' / 'b.png')) > 0).sum() == 24
+    assert (np.array(Image.open(tmp_path / 'sav' / '007' / 'b.png')) > 0).sum() == 12  # overlaps kept
+    with pytest.raises(ValueError, match='layout'):
+        VosMaskWriter(tmp_path / 'x', ['a'], layout='coco')
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -194,6 +194,23 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
                    help='output JSON; the table goes next to it (.md), the plot too (.png) unless --plot')
     p.add_argument('--plot', type=Path, default=None, help='output PNG (default: the JSON path with .png)')
     p.add_argument('--dry-run', action='store_true', help='list the rows that would be measured, build nothing')
+    rt = p.add_argument_group('trunk runtimes (sam3_cradio/bench/runtimes.py; pip install "sam3-cradio[export]")')
+    rt.add_argument('--runtimes', nargs='+', choices=('torch', 'onnxruntime', 'openvino'), default=None,
+                    metavar='RUNTIME', help='instead of the encoder rows: the trunk exported to ONNX and timed in '
+                    'these runtimes next to torch eager, interleaved, at --sizes and --dtype on the CPU; writes '
+                    '<--json stem>_runtimes.json and .md')
+    rt.add_argument('--runtime-models', nargs='+', default=None, metavar='NAME:WINDOW',
+                    help='models for --runtimes (default: cradio_v4_so400m:12 cradio_v4_h:8; with --tiny: '
+                         'cradio_tiny:3)')
+    ex = p.add_argument_group('exemplar boxes (sam3_cradio/bench/exemplars.py)')
+    ex.add_argument('--exemplars', action='store_true',
+                    help='instead of the encoder rows: time predict_boxes with --exemplar-counts boxes (one prompt, '
+                         'one decoder run) against sam3\'s add_geometric_prompt loop (a decoder run per box) on the '
+                         'first --variants backbone; writes <--json stem>_exemplars.json and .md')
+    ex.add_argument('--exemplar-counts', nargs='+', type=int, default=[1, 10, 100], metavar='N',
+                    help='numbers of boxes (default: 1 10 100)')
+    ex.add_argument('--exemplar-baseline-max', type=int, default=10, metavar='N',
+                    help='time sam3\'s loop up to this many boxes (default 10; it decodes once per box)')
     return p
 
 

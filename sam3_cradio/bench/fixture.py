@@ -1,6 +1,7 @@
-"""bf16 autocast against float32 on NVIDIA's C-RADIO tiny fixture: feature deviation and speed-up."""
+"""bf16 (what ``--dtype bf16`` runs) against float32 on NVIDIA's C-RADIO tiny fixture: deviation and speed-up."""
 from __future__ import annotations
 
+import copy
 import json
 import time
 from dataclasses import dataclass
@@ -61,11 +62,11 @@ class FixtureCheck:
 
 
 def bf16_fixture_check(fixture: Path, device: torch.device | str, repeats: int = 5, warmup: int = 1) -> FixtureCheck:
-    """bf16 autocast vs float32 on the NVIDIA fixture (``sam3_cradio.assets.CRADIO_TINY_DIR``), per case.
+    """bf16 vs float32 on the NVIDIA fixture (``sam3_cradio.assets.CRADIO_TINY_DIR``), per case.
 
     Loads ``fixture/model.pth.tar`` (with the ``sam3`` adaptor) through ``load_cradio`` and runs each case's input
-    from ``fixture/reference.safetensors`` (global and ViTDet windows, as in ``cases.json``) in float32 and under
-    bf16 autocast, interleaved. Deviations are of the bf16 backbone and ``sam3`` adaptor features from the float32
+    from ``fixture/reference.safetensors`` (global and ViTDet windows, as in ``cases.json``) in float32 and as
+    ``--dtype bf16`` does (a copy with bf16 weights, under bf16 autocast), interleaved. Deviations are of the bf16 backbone and ``sam3`` adaptor features from the float32
     ones; ``fp32_vs_reference_max_abs`` checks the float32 path against NVIDIA's stored features.
     """
     from safetensors.torch import load_file
@@ -79,12 +80,14 @@ def bf16_fixture_check(fixture: Path, device: torch.device | str, repeats: int =
     if missing:
         raise FileNotFoundError(f'bf16 fixture check: missing {missing}; pass the cradio_tiny fixture folder')
     enc = load_cradio(ckpt, adaptor_names=['sam3'], device=device)
+    encoders = {'fp32': enc, 'bf16': copy.deepcopy(enc).to(torch.bfloat16)}
     ref = load_file(str(ref_file))
     cases: dict[str, FixtureCase] = {}
     for name, case in json.loads(cases_file.read_text())['cases'].items():
         if f'{name}/input' not in ref or f'{name}/features' not in ref:
             continue
-        enc.set_window_size(case.get('window'))
+        for e in encoders.values():
+            e.set_window_size(case.get('window'))
         x = ref[f'{name}/input'].to(device)
         times: dict[str, list[float]] = {'fp32': [], 'bf16': []}
         outs = {}
@@ -94,7 +97,7 @@ def bf16_fixture_check(fixture: Path, device: torch.device | str, repeats: int =
                     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=dt == 'bf16'):
                         sync(device)
                         t0 = time.perf_counter()
-                        outs[dt] = enc(x)
+                        outs[dt] = encoders[dt](x)
                         sync(device)
                     if i >= warmup:
                         times[dt].append(time.perf_counter() - t0)

@@ -61,13 +61,13 @@ def cradio_trunk(backbone: Backbone, device: torch.device | str) -> nn.Module:
     return build_trunk(resolve(backbone), device=device)
 
 
-def sam3_model(backbone: Backbone, grid: int, device: torch.device | str) -> nn.Module:
+def sam3_model(backbone: Backbone, grid: int, device: torch.device | str, dtype: str = 'fp32') -> nn.Module:
     """The full SAM3 image model (no interactive predictor) on ``backbone`` at ``grid`` tokens per side; C-RADIO
-    starts with global attention."""
+    starts with global attention. ``dtype='bf16'``: bf16 trunk weights, as ``build_sam3(dtype='bf16')`` gives."""
     from ..build import build_sam3
 
     spec = resolve(backbone, resolution=grid * backbone.patch_size)
-    return build_sam3(spec, mode='image', pretrained=False, interactive=False, device=device)
+    return build_sam3(spec, mode='image', pretrained=False, interactive=False, device=device, dtype=dtype)
 
 
 def num_params(m: nn.Module) -> int:

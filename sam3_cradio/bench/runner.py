@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import copy
 import gc
 import logging
 import time
@@ -59,12 +60,16 @@ def _encoder_phase(cfg: BenchConfig, device: torch.device, rows: list[Row]) -> N
             torch.manual_seed(cfg.seed)
             _logger.info('building %s at %d px (random weights)', pe.label, size // patch * pe.patch_size)
             modules[pe.name] = pe_trunk(pe, size // patch, device)
-        fns = {name: compiled(m, cfg.compile) for name, m in modules.items()}
+        # bf16 rows run what `--dtype bf16` gives users: a copy with bf16 weights (cast once), under bf16 autocast
+        by_dtype = {'fp32': modules}
+        if 'bf16' in cfg.dtypes:
+            by_dtype['bf16'] = {name: copy.deepcopy(m).to(torch.bfloat16) for name, m in modules.items()}
+        fns = {(dt, name): compiled(m, cfg.compile) for dt, ms in by_dtype.items() for name, m in ms.items()}
         inputs: dict[tuple[int, int], torch.Tensor] = {}
         flops: dict[tuple[str, Window, tuple[int, int]], tuple[int, dict[str, int]]] = {}
         calls: list[tuple[Row, TimedCall]] = []
         for r in level_rows:
-            m, hw = modules[r.backbone], r.input
+            m, hw = by_dtype[r.dtype][r.backbone], r.input
             if hw is None:
                 raise RuntimeError(f'{_name("encoder", r)}: a measured row has no input size')
             if hw not in inputs:  # SAM3's normalisation: [-1, 1]
@@ -91,13 +96,13 @@ def _encoder_phase(cfg: BenchConfig, device: torch.device, rows: list[Row]) -> N
                 if r.kind == 'cradio':
                     m.encoder.set_window_size(_window_size(r.window))
 
-            call = TimedCall(_name('encoder', r), prepare, lambda f=fns[r.backbone], x=x: f(x), r.dtype)
+            call = TimedCall(_name('encoder', r), prepare, lambda f=fns[r.dtype, r.backbone], x=x: f(x), r.dtype)
             calls.append((r, call))
         interleave([c for _, c in calls], device, cfg.repeats, cfg.warmup, cfg.rss_method)
         for r, c in calls:
             stats = c.stats()
             r.encoder = EncoderResult(**stats, gflops_per_s=(r.flops or 0) / stats['median_s'] / 1e9)
-        del fns, modules, inputs, calls
+        del fns, modules, by_dtype, inputs, calls
         _free(device)
     del cradio
     _free(device)
@@ -125,19 +130,21 @@ def _inference_phase(cfg: BenchConfig, device: torch.device, rows: list[Row]) ->
         grid = size // patch
         predictors = {}
         for b in backbones:
-            torch.manual_seed(cfg.seed)
-            _logger.info('building SAM3 on %s at %d px (random weights)', b.label, grid * b.patch_size)
-            model = sam3_model(b, grid, device)
-            if cfg.compile:
-                model.backbone.vision_backbone.trunk.compile()
-            predictors[b.name] = Sam3ImagePredictor(model, confidence_threshold=cfg.inference_threshold,
-                                                    autocast=False)
+            for dt in cfg.dtypes:  # the same seed: the same weights, bf16 trunk weights for the bf16 rows
+                torch.manual_seed(cfg.seed)
+                _logger.info('building SAM3 on %s at %d px, %s (random weights)', b.label, grid * b.patch_size, dt)
+                model = sam3_model(b, grid, device, dtype=dt)
+                if cfg.compile:
+                    model.backbone.vision_backbone.trunk.compile()
+                # the timing enters the row's autocast itself
+                predictors[dt, b.name] = Sam3ImagePredictor(model, confidence_threshold=cfg.inference_threshold,
+                                                            autocast=False)
         calls: list[tuple[Row, TimedCall]] = []
         for r in (r for r in rows if r.size == size and r.ok):
             if r.off_grid:
                 r.inference_skipped = 'the SAM3 model runs at the grid size, which this window does not divide'
                 continue
-            pred = predictors[r.backbone]
+            pred = predictors[r.dtype, r.backbone]
             trunk = pred.model.backbone.vision_backbone.trunk
 
             def prepare(trunk: torch.nn.Module = trunk, r: Row = r) -> None:
@@ -152,7 +159,7 @@ def _inference_phase(cfg: BenchConfig, device: torch.device, rows: list[Row]) ->
         interleave([c for _, c in calls], device, cfg.repeats, cfg.warmup, cfg.rss_method)
         for r, c in calls:
             r.inference = InferenceResult(
-                **c.stats(), params=num_params(predictors[r.backbone].model), text=cfg.text,
+                **c.stats(), params=num_params(predictors[r.dtype, r.backbone].model), text=cfg.text,
                 image_hw=cfg.image_hw, confidence_threshold=cfg.inference_threshold)
         del predictors, calls
         _free(device)
@@ -216,6 +223,14 @@ def run_cli(a: argparse.Namespace) -> str:
     only plan it), write the files; returns the text to print: the table, the notes and the paths written."""
     if a.threads:
         torch.set_num_threads(a.threads)
+    if getattr(a, 'exemplars', False):
+        from .exemplars import run_exemplars_cli
+
+        return run_exemplars_cli(a)
+    if getattr(a, 'runtimes', None):
+        from .runtimes import run_runtimes_cli
+
+        return run_runtimes_cli(a)
     cfg = config_from_args(a)
     if a.dry_run:
         rows = plan_rows(cfg)

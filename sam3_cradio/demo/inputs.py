@@ -28,7 +28,9 @@ __all__ = [
 POSITIVE, NEGATIVE = 'positive', 'negative'
 NONE = 'none'          # the comparison menu's "no second backbone"
 MAX_TEXTS = 8          # noun phrases per request
-MAX_TEXT_CHARS = 120   # SAM3 reads 32 tokens: anything longer is not a noun phrase
+# A resource limit of this server (tokenizing is cheap but not free), not an input rule: a phrase over SAM3's
+# 32-token context is run like everywhere else, its ignored end named in the page (predictor.text_overflow).
+MAX_TEXT_CHARS = 2000
 
 
 class UserError(ValueError):
@@ -60,8 +62,9 @@ def image_key(image: np.ndarray) -> str:
 
 
 def load_upload(path: str | os.PathLike, max_side: int, max_pixels: float, name: str | None = None) -> LoadedImage:
-    """Read an uploaded image: EXIF orientation applied, odd modes (16-bit, palette, CMYK, alpha) to 8-bit RGB;
-    refused with a message when unreadable or over ``max_pixels``; downscaled to ``max_side`` on its long side.
+    """Read an uploaded image: EXIF orientation applied, odd modes (16-bit, palette, CMYK, alpha) to 8-bit RGB by
+    the library's rule (:func:`sam3_cradio.images.to_rgb_array`: any size from 1 x 1 px); refused with a message when
+    unreadable or over ``max_pixels`` (this server's limit); downscaled to ``max_side`` on its long side.
     Messages call the file ``name`` (default: its file name), never by its path on the server."""
     from PIL import Image, ImageOps, UnidentifiedImageError
 
@@ -74,8 +77,9 @@ def load_upload(path: str | os.PathLike, max_side: int, max_pixels: float, name:
             if w * h > max_pixels:  # checked before decoding
                 raise UserError(f'{shown} is {w}x{h} ({w * h / 1e6:.0f} megapixels); this demo accepts up to '
                                 f'{max_pixels / 1e6:.0f} megapixels. Downscale it first.')
+            frames = getattr(im, 'n_frames', 1)
             im.load()
-            im = ImageOps.exif_transpose(im) or im
+            im = ImageOps.exif_transpose(im) or im  # a copy: one frame
             rgb = to_rgb_array(im)
     except UserError:
         raise
@@ -85,16 +89,16 @@ def load_upload(path: str | os.PathLike, max_side: int, max_pixels: float, name:
         why = str(e).replace(str(path), shown)
         raise UserError(f'{shown} is not an image this demo can read ({type(e).__name__}: {why}). '
                         f'Use a JPEG, PNG, WebP, BMP, GIF or TIFF file.') from None
-    h, w = rgb.shape[:2]
-    if min(h, w) < 8:
-        raise UserError(f'{shown} is {w}x{h}: too small to segment (at least 8 pixels a side).')
-    scale, note = 1.0, ''
+    h, w = rgb.shape[:2]  # any size from 1 x 1 px: the library's rule (sam3_cradio.images), no minimum here
+    scale, notes = 1.0, []
+    if frames > 1:  # as the library warns: an animated image is segmented on its first frame
+        notes.append(f'{shown} has {frames} frames; using the first.')
     if max(h, w) > max_side:
         scale = max_side / max(h, w)
         nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
         rgb = np.asarray(Image.fromarray(rgb).resize((nw, nh), Image.LANCZOS, reducing_gap=3.0))
-        note = f'The {w}x{h} image was downscaled to {nw}x{nh} (--max-image-side {max_side}).'
-    return LoadedImage(np.ascontiguousarray(rgb), (w, h), scale, note)
+        notes.append(f'The {w}x{h} image was downscaled to {nw}x{nh} (--max-image-side {max_side}).')
+    return LoadedImage(np.ascontiguousarray(rgb), (w, h), scale, ' '.join(notes))
 
 
 def read_annotation(data: dict, max_side: int, max_pixels: float) -> dict | None:
@@ -135,9 +139,9 @@ def parse_texts(text: str | None) -> list[str]:
                         f'e.g. "cup, spoon"')
     if len(texts) > MAX_TEXTS:
         raise UserError(f'{len(texts)} text prompts: at most {MAX_TEXTS} at a time')
-    long = [t for t in texts if len(t) > MAX_TEXT_CHARS]
-    if long:
-        raise UserError(f'text prompt {long[0][:40]!r}... is too long: use short noun phrases (SAM3 reads 32 tokens)')
+    if len(str(text)) > MAX_TEXT_CHARS:
+        raise UserError(f'the text prompt is {len(str(text))} characters long; this demo takes at most '
+                        f'{MAX_TEXT_CHARS}. Use short noun phrases: SAM3 reads 30 tokens of each')
     return texts
 
 

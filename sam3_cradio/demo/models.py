@@ -199,6 +199,7 @@ class Sam3Builder:
         self.sam3_checkpoint: str | None = args.sam3_checkpoint
         self.cradio_checkpoints: dict[str, str] = dict(args.cradio_checkpoints)
         self.device: str | None = args.device
+        self.dtype: str = getattr(args, 'dtype', 'fp32')
 
     def preflight(self, backbone: Backbone) -> None:
         """Fail fast, with what to do, on local weight files that do not exist."""
@@ -228,7 +229,7 @@ class Sam3Builder:
         self.preflight(spec.backbone)
         if spec.backbone.name == TINY_BACKBONE:
             torch.manual_seed(0)  # the same random SAM3 weights every run
-            return build_sam3(spec, mode=mode, pretrained=False, device=self.device,
+            return build_sam3(spec, mode=mode, pretrained=False, device=self.device, dtype=self.dtype,
                               cradio_checkpoint=self.cradio_checkpoints.get(spec.name, CRADIO_TINY_CHECKPOINT))
         return build_sam3(spec, mode=mode, pretrained=True, device=self.device, sam3_checkpoint=self.sam3_checkpoint,
-                          cradio_checkpoint=self.cradio_checkpoints.get(spec.name))
+                          cradio_checkpoint=self.cradio_checkpoints.get(spec.name), dtype=self.dtype)

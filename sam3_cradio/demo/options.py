@@ -40,6 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
                         'cradio_v4_so400m=/models/c-radio_v4-so400m_half.pth.tar (repeatable; a bare PATH is for '
                         '--backbone). Default: the NVIDIA release from the Hugging Face cache')
     p.add_argument('--device', default=None, help='cpu or cuda (default: cuda if available)')
+    p.add_argument('--dtype', choices=('fp32', 'bf16'), default='fp32',
+                   help='bf16: the trunks\' weights in bfloat16 and the models under bf16 autocast (CPU and CUDA)')
     p.add_argument('--host', default='127.0.0.1', help='address to serve on (0.0.0.0: every interface)')
     p.add_argument('--port', type=int, default=7860)
     p.add_argument('--share', action='store_true', default=False, help='also open a public gradio.live link')

@@ -21,7 +21,7 @@ from .models import Build, FeatureCache, ModelCache, ModelEntry, ModelKey, Sam3B
 from .results import SCORE_FLOOR, Panel, RawResult
 from .videos import read_video, to_browser_video
 
-__all__ = ['Progress', 'DemoState', 'run_prompt']
+__all__ = ['Progress', 'DemoState', 'run_prompt', 'text_notes']
 
 _logger = logging.getLogger(__name__)
 
@@ -31,6 +31,13 @@ Progress = Callable[..., Any]
 
 def _no_progress(*args: Any, **kwargs: Any) -> None:
     pass
+
+
+def text_notes(texts: Sequence[str]) -> list[str]:
+    """A note per phrase longer than SAM3's text encoder reads (the library's warning, as the page shows it)."""
+    from sam3_cradio.predictor import text_overflow
+
+    return [o.message() + '.' for o in (text_overflow(t) for t in texts) if o is not None]
 
 
 def run_prompt(predictor: Any, prompt: ImagePrompt) -> Any:
@@ -162,7 +169,9 @@ class DemoState:
             progress((i + 0.5) / len(specs), desc=f'{entry.title}: segmenting')
             result, cached = self.run_image(entry, loaded, prompt)
             panels.append(Panel.from_result(entry.title, entry.short_title, result, cached))
-        return RawResult(loaded.image, panels, [n for n in [loaded.note, *prompt.notes] if n], messages)
+        # every backbone has SAM3's text encoder: one note per phrase it cut (clicks use no text)
+        notes = [n for n in [loaded.note, *prompt.notes, *text_notes([] if prompt.points else prompt.texts)] if n]
+        return RawResult(loaded.image, panels, notes, messages)
 
     def track(self, video: str | None, text: str | None, first_frame: dict | None, backbone: Any, window: Any,
               progress: Progress = _no_progress) -> tuple[Path, str]:
@@ -198,6 +207,7 @@ class DemoState:
         status = (f'**{entry.title}**: tracked {summary.frames} frames ({summary.width}x{summary.height}, '
                   f'{summary.fps:.3g} fps) in {summary.seconds:.1f} s '
                   f'({summary.seconds / max(1, summary.frames):.2f} s/frame); objects: {objs}.')
-        if note:
-            status += f'\n\nℹ {note}'
+        for n in [note, *text_notes(texts)]:
+            if n:
+                status += f'\n\nℹ {n}'
         return out, status

@@ -13,8 +13,17 @@ __all__ = ['VideoPreview', 'preview_video', 'read_video', 'to_browser_video', 'm
 
 
 def _named(e: Exception, path: str | os.PathLike) -> str:
-    """An error message about an upload, naming the file instead of its path on the server."""
-    return str(e).replace(str(path), Path(path).name)
+    """An error message about an upload, naming the file instead of its path on the server. The demo takes video
+    files only, so an unreadable one gets the advice for the file itself (no frame folder to fall back on)."""
+    from sam3_cradio.video import UnreadableVideoError
+
+    name = Path(path).name
+    if isinstance(e, UnreadableVideoError):
+        return f'{name} {e.problem}. {e.advice} and upload it again.'
+    text = str(e)
+    for p in (str(path), os.path.realpath(path)):  # the page also cuts any path under its upload folder
+        text = text.replace(p, name)
+    return text
 
 
 @dataclass

@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import importlib
 import sys
+from collections.abc import Callable
 
-__all__ = ['EVALUATIONS', 'main']
+__all__ = ['EVALUATIONS', 'main', 'run_interruptible']
 
 #: name -> (module under sam3_cradio.evaluation.commands, one-line summary)
 EVALUATIONS: dict[str, tuple[str, str]] = {
@@ -28,7 +29,8 @@ def main(argv: list[str] | None = None) -> int:
     """Run ``sam3-cradio eval NAME [options]``; ``argv`` starts with the evaluation's name.
 
     No name prints the list of evaluations (exit 2; ``--help``: exit 0). User errors raise ``ValueError`` /
-    ``FileNotFoundError`` for the caller's :func:`sam3_cradio.cli.run_command` to print in one line.
+    ``FileNotFoundError`` for the caller's :func:`sam3_cradio.cli.run_command` to print in one line. Ctrl-C
+    prints one line ("interrupted after N of M ...; run the same command to resume") and exits 130.
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] in (['-h'], ['--help']):
@@ -41,5 +43,15 @@ def main(argv: list[str] | None = None) -> int:
     if name not in EVALUATIONS:
         raise ValueError(f'unknown evaluation {argv[0]!r}; choose one of: {", ".join(EVALUATIONS)} '
                          '(sam3-cradio eval NAME --help)')
-    module = importlib.import_module(f'{__package__}.commands.{EVALUATIONS[name][0]}')
-    return module.main(argv[1:])
+    return run_interruptible(lambda: importlib.import_module(f'{__package__}.commands.{EVALUATIONS[name][0]}')
+                             .main(argv[1:]))
+
+
+def run_interruptible(fn: Callable[[], int]) -> int:
+    """``fn()``, with Ctrl-C ending in one line on stderr (the runner's "interrupted after N of M ...; run the
+    same command to resume", or "interrupted") and exit status 130 instead of a traceback."""
+    try:
+        return fn()
+    except KeyboardInterrupt as e:
+        print(f'{e or "interrupted"}', file=sys.stderr)
+        return 130

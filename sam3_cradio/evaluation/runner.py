@@ -17,7 +17,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,10 +28,12 @@ import torch
 from ..cli import window_arg
 from ..files import write_atomic
 from ..registry import ModelSpec, get_backbone, list_backbones, parse_model
+from .guards import FolderLock, InterruptGuard, RunInterrupted
 
-__all__ = ['DistContext', 'RecordStore', 'Report', 'EvalSpec', 'InjectedCrash', 'init_distributed', 'run_eval',
-           'run_models', 'model_configs', 'ModelConfig', 'resolve_model', 'add_run_args', 'add_model_args',
-           'build_model', 'model_fingerprint', 'environment', 'sort_ids', 'markdown_table', 'CRASH_ENV']
+__all__ = ['DistContext', 'RecordStore', 'RecordIndex', 'Report', 'EvalSpec', 'InjectedCrash', 'RunInterrupted',
+           'init_distributed', 'run_eval', 'run_models', 'model_configs', 'ModelConfig', 'resolve_model',
+           'check_model_config', 'add_run_args', 'add_model_args', 'build_model', 'model_fingerprint',
+           'environment', 'sort_ids', 'markdown_table', 'CRASH_ENV']
 
 _logger = logging.getLogger(__name__)
 
@@ -70,6 +72,16 @@ class DistContext:
                 dist.barrier(device_ids=[self.device.index])
             else:
                 dist.barrier()
+
+    def broadcast(self, obj: Any) -> Any:
+        """Rank 0's ``obj`` (picklable) on every rank; ``obj`` itself in a single process."""
+        if not self.initialized:
+            return obj
+        import torch.distributed as dist
+
+        box = [obj]
+        dist.broadcast_object_list(box, src=0, device=self.device if dist.get_backend() == 'nccl' else None)
+        return box[0]
 
     def close(self) -> None:
         if self.initialized:
@@ -142,33 +154,63 @@ def sort_ids(ids: Sequence[Id]) -> list[Id]:
 
 class RecordStore:
     """JSON-lines records of one run: ``<root>/records/rank{r:05d}.jsonl``, one line ``{"id": ..., "data": ...}``
-    per unit. Each rank appends only to its own file; :meth:`read_all` reads every rank's file."""
+    per unit. Each rank appends only to its own file; :meth:`read_all` and :meth:`index` read every rank's file.
+
+    A line is complete once its newline is written (each record is one ``write``): the one line of a file that
+    lacks it was cut short by a kill, and is skipped (and cut off when the file is reopened for appending)."""
 
     def __init__(self, root: str | os.PathLike, rank: int = 0) -> None:
         self.dir = Path(root) / 'records'
         self.path = self.dir / f'rank{rank:05d}.jsonl'
         self._fd: int | None = None
 
+    def _lines(self) -> Iterator[tuple[Path, int, bytes]]:
+        """``(file, offset, line)`` of every complete line of every rank's file, files in name order."""
+        for path in sorted(self.dir.glob('rank*.jsonl')):
+            with open(path, 'rb') as f:
+                offset = 0
+                for line in f:
+                    if not line.endswith(b'\n'):  # no newline after it: a write cut short by a kill
+                        _logger.warning('%s: skipping a torn last record (%d bytes)', path, len(line))
+                        break
+                    yield path, offset, line
+                    offset += len(line)
+
+    @staticmethod
+    def _parse(path: Path, offset: int, line: bytes) -> tuple[Id, Any]:
+        try:
+            rec = json.loads(line)
+            return rec['id'], rec['data']
+        except (ValueError, KeyError, TypeError):
+            raise ValueError(f'{path} (byte {offset}) is not a record line ({{"id": ..., "data": ...}}); the '
+                             'records folder is corrupt: rerun with --overwrite') from None
+
     def read_all(self) -> dict[Id, Any]:
         """``{id: data}`` over all record files; the first record of an id wins. A torn last line is skipped."""
         out: dict[Id, Any] = {}
-        for path in sorted(self.dir.glob('rank*.jsonl')):
-            with open(path, 'rb') as f:
-                lines = f.read().split(b'\n')
-            for n, line in enumerate(lines):
-                if not line.strip():
-                    continue
-                try:
-                    rec = json.loads(line)
-                    key, data = rec['id'], rec['data']
-                except (ValueError, KeyError, TypeError):
-                    if n == len(lines) - 1:  # no newline after it: a write cut short by a kill
-                        _logger.warning('%s: skipping a torn last record (%d bytes)', path, len(line))
-                        continue
-                    raise ValueError(f'{path}:{n + 1} is not a record line ({{"id": ..., "data": ...}}); the records '
-                                     'folder is corrupt: rerun with --overwrite') from None
+        for path, offset, line in self._lines():
+            if line.strip():
+                key, data = self._parse(path, offset, line)
                 out.setdefault(key, data)
         return out
+
+    def index(self) -> RecordIndex:
+        """The records as a read-on-demand mapping (only ids and file offsets in memory): first record wins."""
+        where: dict[Id, tuple[Path, int, int]] = {}
+        decoder = json.JSONDecoder()
+        for path, offset, line in self._lines():
+            if not line.strip():
+                continue
+            text = line.decode('utf-8', errors='replace')
+            try:  # the id alone, without parsing the (large) data: lines start {"id":<id>,"data":
+                if not text.startswith('{"id":'):
+                    raise ValueError
+                key = decoder.raw_decode(text, 6)[0]
+            except ValueError:
+                key = self._parse(path, offset, line)[0]
+            if isinstance(key, (int, str)) and not isinstance(key, bool):
+                where.setdefault(key, (path, offset, len(line)))
+        return RecordIndex(where)
 
     def open(self) -> RecordStore:
         """Open this rank's file for appending, first cutting a torn last line (no trailing newline) off."""
@@ -200,6 +242,34 @@ class RecordStore:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+
+
+class RecordIndex(Mapping):
+    """``{id: data}`` of a run's records, each read from its file when asked for (see :meth:`RecordStore.index`).
+    What ``finalize`` receives: a folder of many large records never has to fit in memory at once."""
+
+    def __init__(self, where: dict[Id, tuple[Path, int, int]]) -> None:
+        self._where = where
+
+    def __getitem__(self, key: Id) -> Any:
+        path, offset, length = self._where[key]
+        with open(path, 'rb') as f:
+            f.seek(offset)
+            line = f.read(length)
+        return RecordStore._parse(path, offset, line)[1]
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._where
+
+    def __iter__(self) -> Iterator[Id]:
+        return iter(self._where)
+
+    def __len__(self) -> int:
+        return len(self._where)
+
+    def restrict(self, ids: Iterable[Id]) -> RecordIndex:
+        """The records of ``ids`` only, in that order."""
+        return RecordIndex({i: self._where[i] for i in ids})
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -272,25 +342,43 @@ class Report:
 
 @dataclass
 class EvalSpec:
-    """One eval, as a runner describes it to :func:`run_eval`.
+    """One eval (or job), as a runner describes it to :func:`run_eval`.
 
     Attributes:
         name: e.g. 'coco'.
         ids: every work unit's id (the dataset), before ``--limit``.
         fingerprint: JSON dict of what the records depend on (model, dataset, protocol options).
         make_worker: called once per rank with at least one unit to do; returns ``work(id) -> JSON data``.
-        finalize: rank 0 only: ``(records {id: data} of the selected ids, selected ids) -> Report``.
+        finalize: rank 0 only: ``(records {id: data} of the selected ids, selected ids) -> Report``. ``records``
+            is a read-on-demand mapping (:class:`RecordIndex`).
         unit: progress-bar unit ('img', 'seq').
         title: first line of the markdown report.
+        make_stream: instead of ``make_worker``: ``(ctx, ids) -> iterator of (id, JSON data)`` over this rank's
+            units in order, for work that loads ahead (a DataLoader) or batches units.
+        sizes: ``{id: n}`` when a unit holds several ``unit``s (a batch of images): the progress bar and the
+            interrupt message count those.
+        report_name: ``<out>/<report_name>.json`` / ``.md`` (default ``metrics``).
+        outputs: further names under ``<out>`` that ``finalize`` writes; ``--overwrite`` removes them too.
     """
 
     name: str
     ids: Sequence[Id]
     fingerprint: dict[str, Any]
-    make_worker: Callable[[DistContext], Callable[[Id], Any]]
-    finalize: Callable[[dict[Id, Any], list[Id]], Report]
+    make_worker: Callable[[DistContext], Callable[[Id], Any]] | None
+    finalize: Callable[[Mapping[Id, Any], list[Id]], Report]
     unit: str = 'img'
     title: str = ''
+    make_stream: Callable[[DistContext, list[Id]], Iterable[tuple[Id, Any]]] | None = None
+    sizes: Mapping[Id, int] | None = None
+    report_name: str = 'metrics'
+    outputs: Sequence[str] = ()
+
+
+_PLURALS = {'img': 'images', 'seq': 'sequences'}
+
+
+def _plural(unit: str) -> str:
+    return _PLURALS.get(unit, unit + 's')
 
 
 def _check_run_file(path: Path, expected: dict[str, Any]) -> None:
@@ -309,10 +397,18 @@ def _check_run_file(path: Path, expected: dict[str, Any]) -> None:
                          'or --overwrite to discard them')
 
 
-def _prepare_out(out: Path, run_info: dict[str, Any], overwrite: bool) -> None:
+def _has_records(out: Path) -> bool:
+    return any(p.stat().st_size > 0 for p in (out / 'records').glob('rank*.jsonl'))
+
+
+def _prepare_out(out: Path, run_info: dict[str, Any], overwrite: bool, names: Sequence[str]) -> bool:
+    """Rank 0, holding the folder's lock: start ``out`` afresh (``overwrite``), or check that its records are of
+    this run. A ``run.json`` of a run that recorded nothing (it failed or was stopped before its first unit)
+    protects nothing and is replaced, so that it never blocks the corrected command. Returns whether it wrote
+    ``run.json``."""
     run_file = out / 'run.json'
     if overwrite:
-        for name in ('records', 'run.json', 'metrics.json', 'metrics.md'):
+        for name in ('records', 'run.json', *names):
             p = out / name
             if p.is_dir():
                 shutil.rmtree(p)
@@ -320,9 +416,24 @@ def _prepare_out(out: Path, run_info: dict[str, Any], overwrite: bool) -> None:
                 p.unlink()
     out.mkdir(parents=True, exist_ok=True)
     if run_file.exists():
-        _check_run_file(run_file, run_info)
-    else:
-        write_atomic(run_file, json.dumps(run_info, indent=1))
+        if _has_records(out):
+            _check_run_file(run_file, run_info)
+            return False
+        _logger.info('%s: replacing the run.json of a run that recorded nothing', out)
+    write_atomic(run_file, json.dumps(run_info, indent=1))
+    return True
+
+
+def _undo_start(out: Path, made_folder: bool, wrote_run_file: bool) -> None:
+    """After a run that failed or was stopped before its first record: leave ``out`` as it was found."""
+    if _has_records(out):
+        return
+    if wrote_run_file:
+        (out / 'run.json').unlink(missing_ok=True)
+    if made_folder:
+        for p in (out / 'records', out):
+            with contextlib.suppress(OSError):  # not empty: something else is there; keep it
+                p.rmdir()
 
 
 def run_eval(spec: EvalSpec, args: argparse.Namespace, ctx: DistContext | None = None,
@@ -332,11 +443,17 @@ def run_eval(spec: EvalSpec, args: argparse.Namespace, ctx: DistContext | None =
 
     Without ``ctx`` the process group (if any) is started here and closed at the end. ``echo`` (e.g. ``print``,
     from a command) receives the report's text and markdown table on rank 0.
+
+    Rank 0 holds ``<out>/.lock`` for the length of the run: a second run into the same folder is refused
+    (:class:`~sam3_cradio.evaluation.guards.FolderBusy`, a ValueError naming the holder). Ctrl-C stops the run
+    after at most the unit in progress, with every finished record kept, and raises
+    :class:`~sam3_cradio.evaluation.guards.RunInterrupted` ("interrupted after N of M ...; run the same command
+    to resume").
     """
     out = Path(args.out)
     ids = sort_ids(list(spec.ids))
     if not ids:
-        raise ValueError(f'{spec.name}: the dataset has no {spec.unit}s to evaluate')
+        raise ValueError(f'{spec.name}: the dataset has no {_plural(spec.unit)} to evaluate')
     if args.limit is not None:
         if args.limit < 1:
             raise ValueError(f'--limit must be a positive number, got {args.limit}')
@@ -356,70 +473,141 @@ def _quiet(text: str) -> None:
     pass
 
 
-def _run(spec: EvalSpec, args: argparse.Namespace, ctx: DistContext, out: Path, ids: list[Id],
-         echo: Callable[[str], Any]) -> dict[str, Any] | None:
-    from tqdm.auto import tqdm
-
-    # records made in bf16 on CUDA and in float32 on CPU differ slightly: never mix them in one folder
-    run_info = _jsonable({'eval': spec.name, 'fingerprint': {**spec.fingerprint, 'device_type': ctx.device.type}})
+def _start(spec: EvalSpec, args: argparse.Namespace, ctx: DistContext, out: Path, run_info: dict[str, Any],
+           lock: FolderLock | None) -> bool:
+    """Lock and prepare ``out`` on rank 0; every rank then raises rank 0's error, if any, so that a refused run
+    ends on all ranks with the same line instead of leaving the others waiting. Returns whether rank 0 wrote
+    ``run.json``."""
+    error: Exception | None = None
+    wrote = False
     if ctx.is_main:
-        _prepare_out(out, run_info, args.overwrite)
-    ctx.barrier()
+        try:
+            lock.acquire()
+            wrote = _prepare_out(out, run_info, args.overwrite, (f'{spec.report_name}.json',
+                                                                 f'{spec.report_name}.md', *spec.outputs))
+        except (ValueError, FileNotFoundError, OSError) as e:
+            error = e
+    message = ctx.broadcast(None if error is None else str(error))
+    if error is not None:
+        raise error
+    if message is not None:
+        raise ValueError(message)
     if not ctx.is_main:
         _check_run_file(out / 'run.json', run_info)
+    return wrote
+
+
+def _run(spec: EvalSpec, args: argparse.Namespace, ctx: DistContext, out: Path, ids: list[Id],
+         echo: Callable[[str], Any]) -> dict[str, Any] | None:
+    # records made in bf16 on CUDA and in float32 on CPU differ slightly: never mix them in one folder
+    run_info = _jsonable({'eval': spec.name, 'fingerprint': {**spec.fingerprint, 'device_type': ctx.device.type}})
+    lock = FolderLock(out) if ctx.is_main else None
     store = RecordStore(out, ctx.rank)
-    done = store.read_all()
+    sizes = spec.sizes or {}
+    total = sum(sizes.get(i, 1) for i in ids)
+    finished = wrote = False
+    made = ctx.is_main and not out.exists()
+    try:
+        with InterruptGuard() as guard:
+            try:
+                wrote = _start(spec, args, ctx, out, run_info, lock)
+                seconds, predicted = _predict(spec, args, ctx, out, ids, store, guard)
+                finished = True
+                ctx.barrier()
+                if not ctx.is_main:
+                    return None
+                return _finish(spec, args, ctx, out, ids, store, run_info, seconds, predicted, echo)
+            except KeyboardInterrupt:
+                guard.quiet()  # a second Ctrl-C must not cut the cleanup short
+                if finished:
+                    raise RunInterrupted(f'interrupted while writing the results (all {total} {_plural(spec.unit)} '
+                                         f'are recorded in {out}); run the same command to write them') from None
+                selected = set(ids)
+                done = sum(sizes.get(i, 1) for i in store.index() if i in selected)
+                raise RunInterrupted(f'interrupted after {done} of {total} {_plural(spec.unit)} ({out}); run the '
+                                     'same command to resume') from None
+    finally:
+        if lock is not None and lock.held:
+            lock.release()
+            if not finished:
+                _undo_start(out, made, wrote)
+
+
+def _predict(spec: EvalSpec, args: argparse.Namespace, ctx: DistContext, out: Path, ids: list[Id],
+             store: RecordStore, guard: InterruptGuard) -> tuple[float, int]:
+    """This rank's share of the units not yet recorded, streamed to its record file. Returns (seconds, number of
+    units to do over all ranks)."""
+    from tqdm.auto import tqdm
+
+    done = store.index()
     ctx.barrier()  # every rank has read the same done set before anyone appends
     todo = [i for i in ids if i not in done]
     mine = todo[ctx.rank::ctx.world_size]
+    sizes = spec.sizes or {}
     if ctx.is_main:
-        _logger.info('%s: %d %ss selected, %d already recorded in %s, %d to do on %d process(es)', spec.name,
-                     len(ids), spec.unit, len(ids) - len(todo), out, len(todo), ctx.world_size)
+        n_ids, n_todo = (sum(sizes.get(i, 1) for i in x) for x in (ids, todo))
+        _logger.info('%s: %d %s selected, %d already recorded in %s, %d to do on %d process(es)', spec.name,
+                     n_ids, _plural(spec.unit), n_ids - n_todo, out, n_todo, ctx.world_size)
     t0 = time.perf_counter()
-    if mine:
+    if not mine:
+        return time.perf_counter() - t0, len(todo)
+    if spec.make_stream is not None:
+        stream = spec.make_stream(ctx, mine)
+    else:
         work = spec.make_worker(ctx)
-        crash_after = int(os.environ.get(CRASH_ENV, '0') or 0)
-        store.open()
-        bar = tqdm(total=len(mine), unit=spec.unit, desc=f'{spec.name} rank {ctx.rank}/{ctx.world_size}',
-                   disable=not (args.progress and ctx.is_main), dynamic_ncols=True, smoothing=0.05)
-        try:
-            for n, key in enumerate(mine, 1):
-                store.append(key, _jsonable(work(key)))
-                bar.update(1)
-                if crash_after and n >= crash_after:
-                    raise InjectedCrash(f'{CRASH_ENV}={crash_after}: stopping after {n} records')
-        finally:
-            bar.close()
-            store.close()
-            del work
-    seconds = time.perf_counter() - t0
-    ctx.barrier()
-    if not ctx.is_main:
-        return None
-    records = store.read_all()
+        stream = ((key, work(key)) for key in mine)
+    guard.check()  # a Ctrl-C swallowed while the model was built
+    crash_after = int(os.environ.get(CRASH_ENV, '0') or 0)
+    store.open()
+    bar = tqdm(total=sum(sizes.get(i, 1) for i in mine), unit=spec.unit,
+               desc=f'{spec.name} rank {ctx.rank}/{ctx.world_size}',
+               disable=not (args.progress and ctx.is_main), dynamic_ncols=True, smoothing=0.05)
+    expected = iter(mine)
+    try:
+        for n, (key, data) in enumerate(stream, 1):
+            if key != next(expected, None):
+                raise RuntimeError(f'{spec.name}: the work stream gave unit {key!r} out of order')
+            store.append(key, _jsonable(data))
+            bar.update(sizes.get(key, 1))
+            guard.check()  # stop after this unit, even if the KeyboardInterrupt was swallowed inside it
+            if crash_after and n >= crash_after:
+                raise InjectedCrash(f'{CRASH_ENV}={crash_after}: stopping after {n} records')
+    finally:
+        bar.close()
+        store.close()
+        close = getattr(stream, 'close', None)
+        if close is not None:
+            close()  # a generator's cleanup (DataLoader workers) now, not at garbage collection
+    return time.perf_counter() - t0, len(todo)
+
+
+def _finish(spec: EvalSpec, args: argparse.Namespace, ctx: DistContext, out: Path, ids: list[Id],
+            store: RecordStore, run_info: dict[str, Any], seconds: float, predicted: int,
+            echo: Callable[[str], Any]) -> dict[str, Any]:
+    records = store.index()
     missing = [i for i in ids if i not in records]
     if missing:
-        raise RuntimeError(f'{len(missing)} of {len(ids)} {spec.unit}s have no record after all ranks finished '
-                           f'(e.g. {missing[:5]}); rerun the same command to fill them in')
-    selected = {i: records[i] for i in ids}
-    report = spec.finalize(selected, ids)
+        raise RuntimeError(f'{len(missing)} of {len(ids)} {_plural(spec.unit)} have no record after all ranks '
+                           f'finished (e.g. {missing[:5]}); rerun the same command to fill them in')
+    report = spec.finalize(records.restrict(ids), ids)
     result = {
         'eval': spec.name, 'headline': report.headline, 'metrics': report.metrics, 'num_units': len(ids),
         'unit': spec.unit, 'limit': args.limit, 'world_size': ctx.world_size,
-        'predicted_this_run': len(todo), 'seconds_rank0': round(seconds, 3),
+        'predicted_this_run': predicted, 'seconds_rank0': round(seconds, 3),
         'config': _jsonable({k: v for k, v in vars(args).items() if k != 'func'}),
         'fingerprint': run_info['fingerprint'],
         'created': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
         **environment(ctx.device),
     }
     result = _jsonable(result)
-    write_atomic(out / 'metrics.json', json.dumps(result, indent=1, allow_nan=False))
+    name = spec.report_name
+    write_atomic(out / f'{name}.json', json.dumps(result, indent=1, allow_nan=False))
     md = (f'{spec.title}\n\n' if spec.title else '') + report.table + '\n'
-    write_atomic(out / 'metrics.md', md)
+    write_atomic(out / f'{name}.md', md)
     if report.text:
         echo(report.text)
     echo(md)
-    _logger.info('wrote %s and %s', out / 'metrics.json', out / 'metrics.md')
+    _logger.info('wrote %s and %s', out / f'{name}.json', out / f'{name}.md')
     return result
 
 
@@ -442,6 +630,24 @@ def resolve_model(args: argparse.Namespace) -> tuple[ModelSpec, list[str]]:
     return resolve_build(args.backbone, args.window_size, None, list(args.override))
 
 
+def check_model_config(spec: ModelSpec, overrides: Sequence[str]) -> None:
+    """Compose and resolve the model config of ``spec`` with the hydra ``overrides``, as the build will: an unknown
+    key (with the nearest known one), a malformed override or a value of the wrong type is a one-line ValueError
+    here, before any output is written or any model built."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    from ..build import compose_config
+
+    # the build fills the tokenizer's vocabulary path, the one mandatory value the registry does not
+    cfg = compose_config(spec, ['bpe_path=filled-by-the-build', *overrides])
+    try:
+        OmegaConf.to_container(cfg, resolve=True)
+    except OmegaConfBaseException as e:
+        raise ValueError(f'the {spec.name} config does not resolve with overrides {list(overrides)}: '
+                         f'{str(e).splitlines()[0]}') from None
+
+
 def _label(spec: ModelSpec) -> str:
     b = spec.backbone
     label = spec.name if spec.window == b.default_window else f'{spec.name}-w{spec.window}'
@@ -452,7 +658,8 @@ def model_configs(args: argparse.Namespace) -> list[ModelConfig]:
     """The models named by ``--backbone`` (one or several, each ``NAME`` or ``NAME:WINDOW``), each checked by the
     registry before anything is built or written. ``--window-size`` and ``--cradio-checkpoint`` apply to the
     C-RADIO backbones (the window to those named without one); given when no backbone takes them, they are an
-    error (the registry's: PE's window is fixed). With several models each gets ``args.out / label``."""
+    error (the registry's: PE's window is fixed). Each model's hydra overrides are composed into its config here
+    (:func:`check_model_config`). With several models each gets ``args.out / label``."""
     texts = args.backbone if isinstance(args.backbone, (list, tuple)) else [args.backbone]
     window = getattr(args, 'window_size', None)
     named = [parse_model(t) for t in texts]
@@ -466,7 +673,8 @@ def model_configs(args: argparse.Namespace) -> list[ModelConfig]:
             w = window
         m = argparse.Namespace(**{**vars(args), 'backbone': b.name, 'window_size': w,
                                   'cradio_checkpoint': args.cradio_checkpoint if b.is_cradio else None})
-        spec, _ = resolve_model(m)
+        spec, overrides = resolve_model(m)
+        check_model_config(spec, overrides)
         out.append(ModelConfig(_label(spec), spec, m))
     labels = [c.label for c in out]
     if len(set(labels)) != len(labels):
@@ -552,6 +760,9 @@ def add_model_args(p: argparse.ArgumentParser, default_backbone: str = 'cradio_v
     g.add_argument('--override', action='append', default=[], metavar='KEY=VALUE',
                    help='hydra override of the model config (repeatable), e.g. backbone.image_size=768')
     g.add_argument('--seed', type=int, default=0, help='torch seed set before building (random weights)')
+    g.add_argument('--dtype', choices=('fp32', 'bf16'), default='fp32',
+                   help="bf16: the trunk's weights in bfloat16 and the model under bf16 autocast (CPU and CUDA); "
+                        'its records differ slightly from fp32 ones, so the two never share an --out folder')
 
 
 def _checkpoint(path: str | None) -> str | None:
@@ -562,11 +773,29 @@ def model_fingerprint(args: argparse.Namespace) -> dict[str, Any]:
     """What the predictions depend on, from one :class:`ModelConfig`'s options: the resolved model (backbone,
     window as 'global' or tokens, resolution), its weights and overrides."""
     spec, overrides = resolve_model(args)
-    return {'backbone': spec.name, 'window_size': spec.window, 'resolution': spec.resolution,
-            'pretrained': not args.random_weights, 'overrides': overrides,
-            'seed': args.seed if args.random_weights else None,
-            'sam3_checkpoint': _checkpoint(args.sam3_checkpoint),
-            'cradio_checkpoint': _checkpoint(args.cradio_checkpoint)}
+    out = {'backbone': spec.name, 'window_size': spec.window, 'resolution': spec.resolution,
+           'pretrained': not args.random_weights, 'overrides': overrides,
+           'seed': args.seed if args.random_weights else None,
+           'sam3_checkpoint': _checkpoint(args.sam3_checkpoint),
+           'cradio_checkpoint': _checkpoint(args.cradio_checkpoint)}
+    # only when set: folders of float32 torch runs keep the fingerprint they were made with
+    out.update(_build_extras(args, for_fingerprint=True))
+    return out
+
+
+def _build_extras(args: argparse.Namespace, for_fingerprint: bool = False) -> dict[str, Any]:
+    """``build_sam3``'s precision and trunk-runtime options, when ``args`` sets them to other than the defaults."""
+    extra: dict[str, Any] = {}
+    dtype = getattr(args, 'dtype', None) or 'fp32'
+    if dtype != 'fp32':
+        extra['dtype'] = str(dtype)
+    runtime = getattr(args, 'trunk_runtime', None)
+    if runtime not in (None, 'torch'):
+        extra['trunk_runtime'] = runtime
+    model = getattr(args, 'trunk_model', None)
+    if model is not None:
+        extra['trunk_model'] = _checkpoint(model) if for_fingerprint else model
+    return extra
 
 
 def build_model(args: argparse.Namespace, mode: str, device: torch.device, interactive: bool = True
@@ -575,11 +804,12 @@ def build_model(args: argparse.Namespace, mode: str, device: torch.device, inter
     from ..build import build_sam3
 
     spec, overrides = resolve_model(args)
+    extra = _build_extras(args)
     torch.manual_seed(args.seed)
     with single_process_env():
         return build_sam3(spec, mode=mode, overrides=overrides, pretrained=not args.random_weights,
                           sam3_checkpoint=args.sam3_checkpoint, cradio_checkpoint=args.cradio_checkpoint,
-                          interactive=interactive, device=device)
+                          interactive=interactive, device=device, **extra)
 
 
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]], fmt: str = '{:.1f}') -> str:

@@ -17,6 +17,7 @@ from ..runner import (
     Report,
     add_run_args,
     build_model,
+    check_model_config,
     markdown_table,
     model_configs,
     model_fingerprint,
@@ -97,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     models = model_configs(a)
     windows = {c.label: _windows(c.spec, a.windows) for c in models}  # every choice checked before any run
     ref_spec, ref_overrides = resolve_build(a.reference, None, None, a.reference_override)
+    check_model_config(ref_spec, ref_overrides)  # a typo fails here, before anything is written
     root = a.images
     files = {str(p.relative_to(root)): p for p in list_images(root)}
 

@@ -1,0 +1,116 @@
+"""``sam3-cradio segment``: its options and what it does (the CLI module only wires them in).
+
+One image and no ``--format``: the annotated image to ``--out`` (``segmented.png``), as the first command of the
+README. Otherwise a job (:func:`~.segment.segment_to_files`) into the folder ``--out`` (``segmented/``).
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+from ..files import IMAGE_EXTS
+from .formats import FORMATS
+
+__all__ = ['add_arguments', 'run']
+
+EPILOG = """\
+formats (--format, several at once; default coco for a folder):
+""" + '\n'.join(f'  {name:10s} {what}' for name, what in FORMATS.items()) + """
+  always     errors.json: images that could not be read or prompted (skipped)
+
+examples:
+  sam3-cradio segment photo.jpg --text "cat, dog"                       # annotated image to segmented.png
+  sam3-cradio segment photos/ --text "cat, dog" --format coco png --out runs/pets --batch 4
+  sam3-cradio segment "shots/**/*.png" list.txt --box 10 20 200 240 --format yolo voc --out runs/x
+  torchrun --nproc_per_node 4 -m sam3_cradio.cli segment photos/ --text car --format coco --out runs/cars
+
+Rerunning the same command resumes (finished images are not redone); torchrun processes (and machines that
+share --out) split the images; the folder is locked while a run uses it; Ctrl-C stops at once and keeps every
+finished batch.
+"""
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The options of ``sam3-cradio segment`` (the model options come from :func:`sam3_cradio.cli.add_model_args`)."""
+    from ..cli import add_model_args
+
+    p.add_argument('inputs', nargs='+', metavar='INPUT',
+                   help='image files, folders (searched recursively), glob patterns (quoted: "photos/**/*.jpg") '
+                        'or text files of image paths (one per line)')
+    p.add_argument('--text', default=None, help='noun phrase(s), comma-separated: "cat, dog"; each is a category')
+    p.add_argument('--box', type=float, nargs=4, action='append', metavar=('X0', 'Y0', 'X1', 'Y1'),
+                   help='exemplar box in pixels (repeatable); with --point, the box of the clicked object')
+    p.add_argument('--point', type=float, nargs=3, action='append', metavar=('X', 'Y', 'LABEL'),
+                   help='click in pixels with label 1 (object) or 0 (background); repeatable')
+    p.add_argument('--threshold', type=float, default=0.5, help='minimum detection score')
+    p.add_argument('--format', nargs='+', action='extend', default=None, metavar='FORMAT',
+                   help=f'output files, several at once: {", ".join(FORMATS)} (see below). Default: an annotated '
+                        'image for one image, coco for several')
+    p.add_argument('--out', type=Path, default=None,
+                   help='the annotated image (one image, no --format; default segmented.png), else the output '
+                        'folder (default segmented/)')
+    p.add_argument('--batch', type=int, default=1, metavar='N', help='images per trunk pass (default 1)')
+    p.add_argument('--workers', type=int, default=None, metavar='N',
+                   help='image decoding processes (default: CPUs - 1, at most 4; 0: decode in the main process)')
+    p.add_argument('--overwrite', action='store_true', help='discard what an earlier run left in --out')
+    p.add_argument('--no-progress', dest='progress', action='store_false', help='no progress bar')
+    p.add_argument('--threads', type=int, default=None, help='torch CPU threads per process (default: torch decides)')
+    add_model_args(p)
+
+
+def _one_image(a: argparse.Namespace) -> bool:
+    path = Path(a.inputs[0])
+    return len(a.inputs) == 1 and path.suffix.lower() in IMAGE_EXTS and not path.is_dir() and not a.format
+
+
+def run(a: argparse.Namespace) -> int:
+    """Run ``sam3-cradio segment`` with parsed options; Ctrl-C ends in one line (exit 130)."""
+    from ..evaluation.cli import run_interruptible
+
+    return run_interruptible(lambda: _annotate_one(a) if _one_image(a) else _job(a))
+
+
+def _job(a: argparse.Namespace) -> int:
+    from .segment import segment_to_files
+
+    out = a.out or Path('segmented')
+    segment_to_files(a.inputs, out, a.text, a.box, a.point, formats=a.format or ['coco'], threshold=a.threshold,
+                     batch=a.batch, workers=a.workers, backbone=a.backbone, window_size=a.window_size,
+                     resolution=a.resolution, sam3_checkpoint=a.sam3_checkpoint,
+                     cradio_checkpoint=a.cradio_checkpoint, pretrained=not a.random_weights,
+                     dtype=getattr(a, 'dtype', 'fp32'), trunk_runtime=getattr(a, 'trunk_runtime', None),
+                     trunk_model=getattr(a, 'trunk_model', None), device=a.device, threads=a.threads,
+                     overwrite=a.overwrite, progress=a.progress, echo=print)
+    return 0
+
+
+def _annotate_one(a: argparse.Namespace) -> int:
+    """The single-image command of the README: the annotated image to ``--out`` and a line per detection."""
+    from PIL import Image
+
+    from ..cli import build_from_args, model_spec
+    from ..draw import draw_detections
+    from ..images import to_rgb_array
+    from ..predictor import Sam3ImagePredictor
+    from .segment import Prompts
+
+    prompts = Prompts.make(a.text, a.box, a.point)
+    model_spec(a)
+    out = a.out or Path('segmented.png')
+    image = to_rgb_array(a.inputs[0])  # fail on bad options or a bad image before building the model
+    if a.threads:
+        import torch
+
+        torch.set_num_threads(a.threads)
+    predictor = Sam3ImagePredictor(build_from_args(a, 'image', interactive=bool(prompts.points)),
+                                   confidence_threshold=a.threshold)
+    predictor.set_image(image)
+    result = prompts.predict(predictor)
+    Image.fromarray(draw_detections(image, result.to_detections())).save(out)
+    print(f'{len(result)} objects; encoder {result.timings.get("encoder", 0):.2f}s, '
+          f'decoder {result.timings.get("decoder", 0):.2f}s; wrote {out}')
+    for lab, s, b in zip(result.labels, result.scores, result.boxes):
+        print(f'  {lab:20s} {s:.3f}  box {np.round(b, 1).tolist()}')
+    return 0
