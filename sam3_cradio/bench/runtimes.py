@@ -18,6 +18,7 @@ import argparse
 import gc
 import json
 import logging
+import os
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -252,6 +253,7 @@ def run_runtimes(cfg: BenchConfig, runtimes: Sequence[str], models: Sequence[str
     chosen = _models(models, cfg.tiny)
     compat.apply_cpu_shims()
     t_start = time.perf_counter()
+    load_start = os.getloadavg()  # other processes on the machine: interleaving spreads, not removes, their noise
     result = RuntimeResult(meta={}, config={
         'runtimes': rts, 'models': [f'{n}:{format_window(w) if w is not None else GLOBAL}' for n, w in chosen],
         'sizes': list(cfg.sizes), 'off_grid': cfg.off_grid, 'dtypes': list(cfg.dtypes), 'batch': cfg.batch,
@@ -278,7 +280,8 @@ def run_runtimes(cfg: BenchConfig, runtimes: Sequence[str], models: Sequence[str
                 gc.collect()  # the level's models and sessions, before the next level builds its own
                 for f in Path(tmp).iterdir():  # a level's file is not needed once it is timed
                     f.unlink()
-    result.meta = {**_environment(torch.device('cpu')), 'seconds': time.perf_counter() - t_start}
+    result.meta = {**_environment(torch.device('cpu')), 'seconds': time.perf_counter() - t_start,
+                   'loadavg_start': list(load_start), 'loadavg_end': list(os.getloadavg())}
     return result
 
 
@@ -290,8 +293,10 @@ def format_runtimes(result: RuntimeResult) -> str:
     """Markdown: one line per model x size x dtype x runtime, with its speed-up over torch eager fp32 and its
     difference from torch fp32's output; then the exports."""
     c = result.config
+    load = result.meta.get('loadavg_start')
     lines = [f'Trunk runtimes on the CPU ({c["threads"]} threads, batch {c["batch"]}, random weights), median of '
-             f'{c["repeats"]} interleaved rounds:', '',
+             f'{c["repeats"]} interleaved rounds' + (f' (1-min load average {load[0]:.1f} at the start)' if load else '')
+             + ':', '',
              '| backbone | input | window | dtype | runtime | median (s) | p95 (s) | x torch fp32 | x torch same dtype | '
              'max abs vs torch fp32 | resident (MiB) | call peak (MiB) |', '|' + '---|' * 12]
     for r in result.rows:

@@ -758,11 +758,16 @@ def add_model_args(p: argparse.ArgumentParser, default_backbone: str = 'cradio_v
                    help='local C-RADIO .pth.tar for the C-RADIO backbones (default: the release)')
     g.add_argument('--random-weights', action='store_true', help='random SAM3 weights (tests; no downloads)')
     g.add_argument('--override', action='append', default=[], metavar='KEY=VALUE',
-                   help='hydra override of the model config (repeatable), e.g. backbone.image_size=768')
+                   help='hydra override of the model config (repeatable), e.g. backbone.image_size=768 (the input '
+                        'size: checked like --resolution elsewhere, the error names the nearest valid size)')
     g.add_argument('--seed', type=int, default=0, help='torch seed set before building (random weights)')
     g.add_argument('--dtype', choices=('fp32', 'bf16'), default='fp32',
                    help="bf16: the trunk's weights in bfloat16 and the model under bf16 autocast (CPU and CUDA); "
                         'its records differ slightly from fp32 ones, so the two never share an --out folder')
+    g.add_argument('--trunk-runtime', choices=('torch', 'onnxruntime', 'openvino'), default=None,
+                   help='run the trunk in torch (default) or, from --trunk-model, in onnxruntime / OpenVINO on the CPU')
+    g.add_argument('--trunk-model', type=Path, default=None, metavar='FILE.onnx',
+                   help='the trunk exported by "sam3-cradio export" for this backbone, window and resolution')
 
 
 def _checkpoint(path: str | None) -> str | None:

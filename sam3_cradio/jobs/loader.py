@@ -50,7 +50,10 @@ class ImageDataset(Dataset):
             # PIL -> tensor as Sam3Processor.set_image does, so that the resize takes the same kernel path
             x = F.to_image(Image.fromarray(rgb))
             x = F.resize(x, [self.resolution, self.resolution], antialias=True)
-            return LoadedImage(i, x.as_subclass(torch.Tensor).contiguous(), (int(rgb.shape[0]), int(rgb.shape[1])))
+            # handed over as a numpy array: pickled through the worker's pipe, where a tensor would be passed as a
+            # file descriptor by a sharing thread that prints a traceback when Ctrl-C stops the workers
+            image = x.as_subclass(torch.Tensor).contiguous().numpy()
+            return LoadedImage(i, image, (int(rgb.shape[0]), int(rgb.shape[1])))
         except (ValueError, FileNotFoundError) as e:  # the image rule's own messages say what is wrong
             return LoadedImage(i, None, (0, 0), str(e))
         except Exception as e:  # anything else a decoder raises on a bad file: report it, do not stop the job
@@ -92,7 +95,11 @@ def iter_batches(dataset: ImageDataset, batches: Sequence[Sequence[int]], worker
     if pending and callable(previous):
         previous(signal.SIGINT, None)
     try:
-        yield from it
+        for batch in it:
+            for item in batch:
+                if item.image is not None:
+                    item.image = torch.as_tensor(item.image)
+            yield batch
     finally:
         del it  # shuts the workers down now, not whenever the iterator is collected
 
