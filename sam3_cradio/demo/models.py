@@ -200,6 +200,11 @@ class Sam3Builder:
         self.cradio_checkpoints: dict[str, str] = dict(args.cradio_checkpoints)
         self.device: str | None = args.device
         self.dtype: str = getattr(args, 'dtype', 'fp32')
+        # an exported trunk is made for one backbone, window and size: the page's default model
+        self.runtime: tuple[str, str | None] | None = None
+        if getattr(args, 'trunk_runtime', None) not in (None, 'torch'):
+            self.runtime = (args.trunk_runtime, getattr(args, 'trunk_model', None))
+            self.runtime_spec = getattr(args, 'spec', None)
 
     def preflight(self, backbone: Backbone) -> None:
         """Fail fast, with what to do, on local weight files that do not exist."""
@@ -231,5 +236,8 @@ class Sam3Builder:
             torch.manual_seed(0)  # the same random SAM3 weights every run
             return build_sam3(spec, mode=mode, pretrained=False, device=self.device, dtype=self.dtype,
                               cradio_checkpoint=self.cradio_checkpoints.get(spec.name, CRADIO_TINY_CHECKPOINT))
+        runtime = {}
+        if self.runtime is not None and spec == self.runtime_spec:
+            runtime = {'trunk_runtime': self.runtime[0], 'trunk_model': self.runtime[1]}
         return build_sam3(spec, mode=mode, pretrained=True, device=self.device, sam3_checkpoint=self.sam3_checkpoint,
-                          cradio_checkpoint=self.cradio_checkpoints.get(spec.name), dtype=self.dtype)
+                          cradio_checkpoint=self.cradio_checkpoints.get(spec.name), dtype=self.dtype, **runtime)

@@ -42,6 +42,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--device', default=None, help='cpu or cuda (default: cuda if available)')
     p.add_argument('--dtype', choices=('fp32', 'bf16'), default='fp32',
                    help='bf16: the trunks\' weights in bfloat16 and the models under bf16 autocast (CPU and CUDA)')
+    p.add_argument('--trunk-runtime', choices=('torch', 'onnxruntime', 'openvino'), default=None,
+                   help='run the --backbone model\'s trunk from --trunk-model in onnxruntime / OpenVINO (CPU)')
+    p.add_argument('--trunk-model', default=None, metavar='FILE.onnx',
+                   help='the trunk exported by "sam3-cradio export" for --backbone, its window and resolution')
     p.add_argument('--host', default='127.0.0.1', help='address to serve on (0.0.0.0: every interface)')
     p.add_argument('--port', type=int, default=7860)
     p.add_argument('--share', action='store_true', default=False, help='also open a public gradio.live link')
