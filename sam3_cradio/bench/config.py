@@ -7,14 +7,12 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from ..assets import CRADIO_TINY_DIR
+from ..build import DTYPES  # the dtypes --dtype takes everywhere
 from ..registry import BACKBONES, GLOBAL, Backbone, Window, get_backbone, parse_window
 
 __all__ = ['BenchConfig', 'DTYPES', 'add_arguments', 'config_from_args']
 
-DTYPES: dict[str, torch.dtype] = {'fp32': torch.float32, 'bf16': torch.bfloat16}
 OFF_GRID = ('skip', 'nearest')
 RSS_METHODS = ('auto', 'vmhwm', 'sampler')
 
