@@ -11,7 +11,7 @@ from torch import nn
 
 from .cradio import VARIANTS, CRadioEncoder, create_cradio, load_cradio, resolve_release_name
 
-__all__ = ['CRadioTrunk', 'create_cradio_trunk']
+__all__ = ['CRadioTrunk', 'create_cradio_trunk', 'check_input_size']
 
 
 class CRadioTrunk(nn.Module):
@@ -42,16 +42,21 @@ class CRadioTrunk(nn.Module):
         return self.encoder.patch_size
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        if self.image_size is not None and tuple(x.shape[-2:]) != (self.image_size, self.image_size):
-            raise ValueError(
-                f'this SAM3 model was built for {self.image_size} x {self.image_size} px inputs, got '
-                f'{x.shape[-2]} x {x.shape[-1]}. sam3\'s Sam3Processor resizes to 1008 px unless told otherwise: use '
-                f'Sam3Processor(model, resolution={self.image_size}) (model.image_size holds the size), or build the '
-                f'model for that size (build_sam3(..., resolution=...))')
+        check_input_size(x, self.image_size, 'this SAM3 model was built',
+                         'or build the model for that size (build_sam3(..., resolution=...))')
         # SAM3 normalises RGB p in [0, 1] as (p - 0.5) / 0.5; invert exactly to hand C-RADIO its own [0, 1] input,
         # which its input conditioner then normalises with the checkpoint's mean and std.
         rgb = x * 0.5 + 0.5
         return [self.encoder.forward_adaptor_features(rgb, self.adaptor, feature_fmt='NCHW')]
+
+
+def check_input_size(x: torch.Tensor, image_size: int | None, what: str, remedy: str) -> None:
+    """Refuse a trunk input of another side than ``image_size`` (None: any), naming the Sam3Processor fix."""
+    if image_size is not None and tuple(x.shape[-2:]) != (image_size, image_size):
+        raise ValueError(
+            f'{what} for {image_size} x {image_size} px inputs, got {x.shape[-2]} x {x.shape[-1]}. sam3\'s '
+            f'Sam3Processor resizes to 1008 px unless told otherwise: use Sam3Processor(model, resolution={image_size}) '
+            f'(model.image_size holds the size), {remedy}')
 
 
 def create_cradio_trunk(

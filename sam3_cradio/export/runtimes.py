@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from ..registry import ModelSpec
+from ..trunk import check_input_size
 from .export import ExportInfo, check_info, file_sha256, read_info
 
 _logger = logging.getLogger(__name__)
@@ -258,12 +259,8 @@ class ExportedTrunk(nn.Module):
         self.exported.precision = value
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        if self.image_size is not None and tuple(x.shape[-2:]) != (self.image_size, self.image_size):
-            raise ValueError(
-                f'this SAM3 model\'s trunk ({self.exported.path.name}) was exported for {self.image_size} x '
-                f'{self.image_size} px inputs, got {x.shape[-2]} x {x.shape[-1]}. sam3\'s Sam3Processor resizes to '
-                f'1008 px unless told otherwise: use Sam3Processor(model, resolution={self.image_size}) '
-                f'(model.image_size holds the size), or export the trunk for that size')
+        check_input_size(x, self.image_size, f'this SAM3 model\'s trunk ({self.exported.path.name}) was exported',
+                         'or export the trunk for that size')
         return [self.exported.run(x)[self.info.output_names[0]]]
 
     def extra_repr(self) -> str:
