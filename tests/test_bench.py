@@ -378,3 +378,51 @@ def test_off_grid_nearest_tiny(tmp_path):
     assert rows[GLOBAL].inference.median_s > 0 and rows[GLOBAL].ratio_to_pe is None
     paths = bench.write_outputs(result, tmp_path / 'b.json')
     assert all(p.is_file() for p in paths.values())
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Whole folders: `bench --pipeline`
+# ---------------------------------------------------------------------------------------------------------------
+
+def test_pipeline_times_the_segment_job_end_to_end(tmp_path):
+    from sam3_cradio.bench.pipeline import PipelineResult, format_pipeline, make_photo_folder, run_pipeline
+
+    photos = make_photo_folder(tmp_path / 'photos', 3, (90, 120))
+    assert len(photos) == 3 and all(Image.open(p).size == (120, 90) for p in photos)
+    assert len({p.read_bytes() for p in photos}) == 3  # distinct photos, not copies
+    saved = []
+    result = run_pipeline(BenchConfig(tiny=True, sizes=(96,)), batches=(1, 2), folder=tmp_path / 'photos',
+                          on_progress=saved.append)
+    assert len(saved) == 4  # PE and C-RADIO at batch 1 and 2: the result so far after every job
+    rows = result.rows
+    assert [(r.backbone, r.batch, r.input, r.grid) for r in rows] == [
+        ('pe_tiny', 1, 84, 6), ('cradio_tiny', 1, 96, 6), ('pe_tiny', 2, 84, 6), ('cradio_tiny', 2, 96, 6)]
+    for r in rows:
+        assert r.ok and r.images == 3 and r.images_per_s == pytest.approx(3 / r.seconds, rel=1e-3)
+        assert 0 < r.model_seconds < r.seconds and 0 < r.writing_seconds < r.seconds
+        assert r.outside_model_share == pytest.approx(1 - r.model_seconds / r.seconds, abs=1e-3)
+        assert r.detections_per_image is not None
+    pe, cr = rows[2], rows[3]
+    assert pe.ratio_to_pe == 1 and cr.ratio_to_pe == pytest.approx(cr.images_per_s / pe.images_per_s)
+    assert cr.speedup_vs_batch1 == pytest.approx(cr.images_per_s / rows[1].images_per_s)
+    assert rows[0].speedup_vs_batch1 is None and cr.window == 3 and pe.window == 4
+    again = PipelineResult.from_dict(json.loads(json.dumps(result.to_dict())))
+    assert again.rows == rows and again.config['images'] == 3 and again.config['folder'] == str(tmp_path / 'photos')
+    table = format_pipeline(again)
+    assert table.count('\n| ') == 5 and 'images/s' in table
+
+
+def test_pipeline_cli_writes_files_and_skips_windows_off_the_grid(tmp_path, capsys):
+    from sam3_cradio.cli import main
+
+    out = tmp_path / 'b.json'
+    assert main(['bench', '--pipeline', '--tiny', '--sizes', '64', '--pipeline-models', 'cradio_tiny:3',
+                 'cradio_tiny:2', '--no-pe', '--pipeline-batches', '1', '--pipeline-images', '2',
+                 '--pipeline-image-size', '48', '64', '--json', str(out)]) == 0
+    text = capsys.readouterr().out
+    d = json.loads((tmp_path / 'b_pipeline.json').read_text())
+    assert (tmp_path / 'b_pipeline.md').is_file() and (tmp_path / 'b_pipeline.png').stat().st_size > 0
+    skipped, ran = d['rows']  # a 4 x 4 grid: window 3 does not divide it, 2 does
+    assert skipped['status'] == 'skipped' and 'window' in skipped['reason'] and skipped['images_per_s'] is None
+    assert ran['status'] == 'ok' and ran['images'] == 2 and ran['ratio_to_pe'] is None
+    assert d['config']['folder'].startswith('2 photos of 64x48 px') and 'skipped:' in text

@@ -701,7 +701,7 @@ OPTIONS = {
     'coco-boxes': ['--ann', '--images', '--center-point', '--min-area', '--window-size'],
     'saco-gold': ['--gt-dir', '--image-dir', '--sa1b-image-dir', '--subsets', '--score-threshold', '--window-size'],
     'vos': ['--dataset', '--root', '--split', '--resolution', '--non-overlap', '--overlap', '--window-size'],
-    'features': ['--images', '--windows', '--reference', '--reference-override'],
+    'features': ['--images', '--windows', '--resolutions', '--reference', '--reference-override'],
 }
 COMMON = ['--backbone', '--sam3-checkpoint', '--cradio-checkpoint', '--random-weights', '--override', '--seed',
           '--out', '--limit', '--overwrite', '--device', '--no-progress', '--threads']
@@ -871,6 +871,66 @@ def test_feature_fidelity_resumes(data_root, monkeypatch, tmp_path):
     assert m['best_window'] in m['windows']
     table = (tmp_path / 'full' / 'metrics.md').read_text()
     assert '| window | trunk cos | trunk rel.err |' in table
+    # without --resolutions (or with the one size it defaults to) the layout and labels are those of one size
+    assert not {'resolutions', 'points', 'best'} & set(m) and 'resolutions' not in result['fingerprint']
+    assert f"Closest trunk features: window {m['best_window']}." in table and '(256 px) vs' in table
+    assert evaluate(['features', *argv, '--resolutions', '256', '--out', str(tmp_path / 'full')]) == 0
+    again = json.loads((tmp_path / 'full' / 'metrics.json').read_text())
+    assert again['predicted_this_run'] == 0 and again['metrics'] == m  # the same run: its records are reused
+
+
+def _features_argv(data_root: Path) -> list:
+    ref = [x for o in TINY_PE for x in ('--reference-override', o)]
+    return ['--images', str(data_root / 'coco' / 'images'), '--limit', '2', '--backbone', 'cradio_tiny',
+            '--cradio-checkpoint', str(TINY), '--random-weights', '--reference', 'pe_tiny', *ref, '--device', 'cpu',
+            '--no-progress', '--threads', '1']
+
+
+def test_feature_fidelity_sweeps_windows_by_resolutions(data_root, tmp_path, monkeypatch):
+    from sam3_cradio import build
+    from sam3_cradio.evaluation import features
+
+    built, references, grids = [], [], set()
+    build_trunk, reference_maps, compare_maps = build.build_trunk, features.FeatureComparer.reference_maps, \
+        features.compare_maps
+    monkeypatch.setattr(build, 'build_trunk', lambda *a, **k: built.append(1) or build_trunk(*a, **k))
+    monkeypatch.setattr(features.FeatureComparer, 'reference_maps',
+                        lambda self, image: references.append(1) or reference_maps(self, image))
+    monkeypatch.setattr(features, 'compare_maps', lambda c, r: grids.add(tuple(c.shape[-2:])) or compare_maps(c, r))
+    out = tmp_path / 'sizes'
+    argv = [*_features_argv(data_root), '--windows', 'global', '4', '--resolutions', '256', '320']
+    assert evaluate(['features', *argv, '--out', str(out)]) == 0
+    result = json.loads((out / 'metrics.json').read_text())
+    m = result['metrics']
+    labels = ['global @ 256', '4 @ 256', 'global @ 320', '4 @ 320']
+    assert m['windows'] == labels and list(m['summary']) == labels and m['resolutions'] == [256, 320]
+    assert len(m['per_image']) == 2 and all(list(r) == labels for r in m['per_image'].values())
+    assert m['points']['4 @ 320'] == {'window': 4, 'resolution': 320, 'grid': 20}
+    assert m['points']['global @ 256'] == {'window': 'global', 'resolution': 256, 'grid': 16}
+    # one trunk fed both sizes (16 and 20 tokens a side), PE run once per image
+    assert len(built) == 1 and len(references) == 2 and {(16, 16), (20, 20)} <= grids
+    for w in ('global', '4'):
+        assert m['summary'][f'{w} @ 256']['trunk'] != m['summary'][f'{w} @ 320']['trunk']
+    assert m['best_window'] in labels
+    best = m['points'][m['best_window']]
+    assert m['best'] == {'window': best['window'], 'resolution': best['resolution']}
+    fp = result['fingerprint']
+    assert fp['resolutions'] == [256, 320] and 'resolution' not in fp and fp['windows'] == labels
+    assert set(result['headline']) == {f'trunk cos {x}' for x in labels}
+    table = (out / 'metrics.md').read_text()
+    assert '| window | px | grid | trunk cos | trunk rel.err |' in table
+    assert '| 4 | 320 | 20x20 |' in table and '| global | 256 | 16x16 |' in table
+    assert (f"Closest trunk features: window {best['window']} at {best['resolution']} px "
+            f"({best['grid']}x{best['grid']} tokens).") in table
+    assert '(256, 320 px) vs' in table
+    # resuming the folder with other sizes is refused, and nothing is predicted or written
+    records = _records(out)
+    with pytest.raises(ValueError, match=r'holds records of a different run \(resolutions: \[256, 320\] -> '
+                                         r'\[256, 384\]'):
+        evaluate(['features', *argv[:-1], '384', '--out', str(out)])
+    with pytest.raises(ValueError, match=r'resolution: None -> 256, resolutions: \[256, 320\] -> None'):
+        evaluate(['features', *argv[:-3], '--out', str(out)])  # nor without --resolutions
+    assert _records(out) == records and json.loads((out / 'metrics.json').read_text()) == result
 
 
 def test_feature_windows_come_from_the_registry(data_root, tmp_path, monkeypatch):
@@ -895,8 +955,30 @@ def test_feature_windows_come_from_the_registry(data_root, tmp_path, monkeypatch
         'labels', make_spec(models[0]).fingerprint['windows']))
     assert evaluate(['features', *argv[:2], '--backbone', 'cradio_tiny', '--random-weights',
                      '--out', str(tmp_path / 'o')]) == 0
-    assert seen['labels'] == ['global', *map(str, get_backbone('cradio_tiny').suggested_windows())] \
+    assert seen.pop('labels') == ['global', *map(str, get_backbone('cradio_tiny').suggested_windows())] \
         == ['global', '2', '4']
+    # with --resolutions and without --windows: each size's own suggested windows (20 tokens at 320 px: 2 4 5)
+    assert evaluate(['features', *argv[:2], '--backbone', 'cradio_tiny', '--random-weights',
+                     '--resolutions', '256', '320', '--out', str(tmp_path / 'o')]) == 0
+    assert seen.pop('labels') == ['global @ 256', '2 @ 256', '4 @ 256', 'global @ 320', '2 @ 320', '4 @ 320',
+                                  '5 @ 320']
+    assert not (tmp_path / 'o').exists()
+
+
+def test_feature_resolutions_are_checked_before_anything_is_written(data_root, tmp_path):
+    argv = [*_features_argv(data_root), '--out', str(tmp_path / 'o')]
+    # a window that divides one size's grid (16 tokens at 256 px) but not the other's (20 at 320 px): the pair
+    with pytest.raises(ValueError, match=r'window 8 does not divide the 20x20 token grid of cradio_tiny at 320 px; '
+                                         r"use 'global' or one of \[1, 2, 4, 5, 10\], or resolution 384 for window 8"):
+        evaluate(['features', *argv, '--windows', '8', '--resolutions', '256', '320'])
+    with pytest.raises(ValueError, match=r"250 px is not a multiple of cradio_tiny's patch size 16; nearest size for "
+                                         r'window global: 256'):
+        evaluate(['features', *argv, '--resolutions', '256', '250'])
+    with pytest.raises(ValueError, match='resolution must be a positive number of pixels, got 0'):
+        evaluate(['features', *argv, '--resolutions', '0'])
+    with pytest.raises(ValueError, match=r'--resolutions and --override backbone.image_size=N both set'):
+        evaluate(['features', *argv, '--resolutions', '320', '--override', 'backbone.image_size=320'])
+    assert not (tmp_path / 'o').exists()
 
 
 def test_several_models_side_by_side_in_one_command(data_root, tmp_path):

@@ -206,6 +206,12 @@ def test_a_folder_of_odd_images_segments_into_every_format(odd, reference):
     m = summary['metrics']
     assert (m['num_images'], m['num_segmented'], m['num_errors']) == (8, 7, 1) and summary['num_units'] == 4
     assert m['num_detections'] > 0 and set(m['detections_per_category']) == {'coin', 'cup'}
+    t = m['timing']  # where the run's time went: the segmented images, the model's part of the wall time
+    assert t['images'] == 7 and 0 < t['model_seconds'] < t['seconds'] and 0 < t['writing_seconds'] < t['seconds']
+    assert t['model_seconds'] == pytest.approx(t['encoder_seconds'] + t['decoder_seconds'], abs=1e-3)
+    assert t['outside_model_share'] == pytest.approx(1 - t['model_seconds'] / t['seconds'], abs=1e-3)
+    assert t['images_per_s'] == pytest.approx(7 / t['seconds'], rel=1e-3)
+    assert 'images/s' in (reference / 'summary.md').read_text()
 
     stems = [g.rsplit('.', 1)[0] for g in GOOD]
     docs = {}

@@ -200,6 +200,28 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     rt.add_argument('--runtime-models', nargs='+', default=None, metavar='NAME:WINDOW',
                     help='models for --runtimes (default: cradio_v4_so400m:12 cradio_v4_h:8; with --tiny: '
                          'cradio_tiny:3)')
+    pl = p.add_argument_group('whole folders (sam3_cradio/bench/pipeline.py)')
+    pl.add_argument('--pipeline', action='store_true',
+                    help='instead of the encoder rows: time `sam3-cradio segment` over a folder with --text, end to '
+                         'end (decoding, model, files), for PE and --pipeline-models at --sizes (default 1152 768), '
+                         '--dtype and --pipeline-batches; writes <--json stem>_pipeline.json, .md and .png')
+    pl.add_argument('--pipeline-models', nargs='+', default=None, metavar='NAME:WINDOW',
+                    help='C-RADIO models (default: cradio_v4_so400m:12 cradio_v4_h:8; with --tiny: cradio_tiny:3)')
+    pl.add_argument('--pipeline-batches', nargs='+', type=int, default=[1, 4], metavar='N',
+                    help='images per trunk pass (default: 1 4)')
+    pl.add_argument('--pipeline-images', type=int, default=16, metavar='N',
+                    help='photos to make from the package\'s examples (default 16)')
+    pl.add_argument('--pipeline-image-size', nargs=2, type=int, default=[1200, 1600], metavar=('H', 'W'),
+                    help='their size (default 1200 1600)')
+    pl.add_argument('--pipeline-folder', type=Path, default=None,
+                    help='segment this folder of images instead of made photos')
+    pl.add_argument('--pipeline-workers', type=int, default=None,
+                    help='decoding processes (default: as segment, CPUs - 1, at most 4)')
+    pl.add_argument('--pipeline-threshold', type=float, default=0.5,
+                    help='detection score threshold (default 0.5, as segment; the detections/image column says '
+                         'how many masks the random weights left to post-process)')
+    pl.add_argument('--pipeline-rounds', type=int, default=1,
+                    help='times each model runs over the folder, in turn with the others (default 1)')
     ex = p.add_argument_group('exemplar boxes (sam3_cradio/bench/exemplars.py)')
     ex.add_argument('--exemplars', action='store_true',
                     help='instead of the encoder rows: time predict_boxes with --exemplar-counts boxes (one prompt, '

@@ -227,6 +227,10 @@ def run_cli(a: argparse.Namespace) -> str:
         from .exemplars import run_exemplars_cli
 
         return run_exemplars_cli(a)
+    if getattr(a, 'pipeline', False):
+        from .pipeline import run_pipeline_cli
+
+        return run_pipeline_cli(a)
     if getattr(a, 'runtimes', None):
         from .runtimes import run_runtimes_cli
 

@@ -4,10 +4,16 @@ Both encoders see the whole image resized to their square input, exactly as ``Sa
 1008 px, patch 14; C-RADIOv4: 1152 px, patch 16; both 72 x 72 tokens), so token (i, j) covers the same part of
 the image in both maps and they compare position by position.
 
-Grid rule: when the two token grids differ (the tiny test models, or a changed ``backbone.image_size``), both maps
-are resampled to the smaller grid, bilinear with antialiasing (``align_corners=False``, the pixel-centre
-convention of both resizes), and then compared position by position. Equal grids are compared as they are. The
-same rule applies to every neck level.
+Grid rule: when the two token grids differ (the tiny test models, or another C-RADIO input size: ``eval features
+--resolutions``, ``backbone.image_size``), both maps are resampled to the smaller grid, bilinear with antialiasing
+(``align_corners=False``, the pixel-centre convention of both resizes), and then compared position by position.
+Equal grids are compared as they are. The same rule applies to every neck level.
+
+Resolution sweep: one candidate trunk serves every input size (a trunk from ``build_trunk`` takes any multiple of
+patch x window), so :class:`FeatureComparer` is made once per size around the same trunk and reference model,
+and the reference maps, which do not depend on the candidate's size, are computed once per image
+(:meth:`FeatureComparer.reference_maps`) and handed to each comparer. Points of a sweep over several sizes are
+labelled ``'12 @ 768'`` (:func:`sweep_label`); a sweep at one size keeps the plain window labels.
 
 Maps compared, per image:
 
@@ -21,7 +27,7 @@ Per map: ``cos`` = mean over positions of the cosine similarity of the two C-vec
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -29,7 +35,7 @@ import torch.nn.functional as F
 
 from ..registry import GLOBAL, Window, format_window
 
-__all__ = ['match_grids', 'compare_maps', 'neck_maps', 'preprocess', 'FeatureComparer', 'summarize']
+__all__ = ['match_grids', 'compare_maps', 'neck_maps', 'preprocess', 'sweep_label', 'FeatureComparer', 'summarize']
 
 
 def match_grids(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -87,18 +93,36 @@ def preprocess(image: np.ndarray, size: int) -> torch.Tensor:
     return v2.functional.normalize(x, [0.5] * 3, [0.5] * 3)[None]
 
 
+def sweep_label(window: Window, resolution: int, several: bool) -> str:
+    """The label of one (window, resolution) point in records, summaries and tables: the plain window ('global',
+    '12') when the sweep has one resolution (the labels of runs without ``--resolutions``), else '12 @ 768'.
+
+    Example:
+        >>> sweep_label(12, 768, True), sweep_label('global', 1152, False)
+        ('12 @ 768', 'global')
+    """
+    return f'{format_window(window)} @ {int(resolution)}' if several else format_window(window)
+
+
 class FeatureComparer:
-    """Compare a candidate trunk (C-RADIO) with a reference SAM3 image model (PE), per image and window size.
+    """Compare a candidate trunk (C-RADIO) with a reference SAM3 image model (PE), per image and window size, at one
+    candidate input size. For a resolution sweep make one per size around the same trunk and reference, and pass
+    each the maps of :meth:`reference_maps` so that the reference runs once per image.
 
     Args:
         reference: an image model from ``build_sam3('pe', ...)``; its trunk and neck give the reference maps.
-        candidate_trunk: a ``CRadioTrunk`` (e.g. from ``build_trunk('cradio_v4_h')``).
+        candidate_trunk: a ``CRadioTrunk`` (e.g. from ``build_trunk('cradio_v4_h')``, which takes any input size).
         candidate_size: the candidate's input size in pixels (1152 for C-RADIOv4).
         device: where both models are.
     """
 
     def __init__(self, reference: torch.nn.Module, candidate_trunk: torch.nn.Module, candidate_size: int,
                  device: torch.device) -> None:
+        fixed = getattr(candidate_trunk, 'image_size', None)
+        if fixed is not None and fixed != int(candidate_size):
+            # a trunk taken from a built SAM3 model is pinned to that model's size; say so before the first image
+            raise ValueError(f'the candidate trunk only takes {fixed} px inputs, not {candidate_size} px; build it '
+                             'with sam3_cradio.build.build_trunk, which takes any size')
         self.ref_neck = reference.backbone.vision_backbone
         self.ref_size = int(reference.sam3_cradio_cfg['image_size'])
         self.cand = candidate_trunk
@@ -106,12 +130,19 @@ class FeatureComparer:
         self.device = device
 
     @torch.inference_mode()
-    def compare(self, image: np.ndarray, windows: Sequence[Window]) -> dict[str, dict[str, dict[str, float]]]:
+    def reference_maps(self, image: np.ndarray) -> dict[str, torch.Tensor]:
+        """The reference's trunk map and neck levels of one (H, W, 3) uint8 image (``{'trunk', 'neck_4x', ...}``):
+        independent of the candidate's size, so one result serves every comparer of a resolution sweep."""
+        ref_trunk = self.ref_neck.trunk(preprocess(image, self.ref_size).to(self.device))[-1].float()
+        return {'trunk': ref_trunk, **neck_maps(self.ref_neck, ref_trunk)}
+
+    @torch.inference_mode()
+    def compare(self, image: np.ndarray, windows: Sequence[Window],
+                reference: Mapping[str, torch.Tensor] | None = None) -> dict[str, dict[str, dict[str, float]]]:
         """``{window label: {map name: {'cos', 'rel_err'}}}`` for one (H, W, 3) uint8 image, for each window
         ('global' or tokens; checked by the caller with :func:`sam3_cradio.registry.resolve`), labelled
-        'global', '8', ..."""
-        ref_trunk = self.ref_neck.trunk(preprocess(image, self.ref_size).to(self.device))[-1].float()
-        ref = {'trunk': ref_trunk, **neck_maps(self.ref_neck, ref_trunk)}
+        'global', '8', ... ``reference``: this image's :meth:`reference_maps`, when already computed."""
+        ref = self.reference_maps(image) if reference is None else reference
         x = preprocess(image, self.cand_size).to(self.device)
         out: dict[str, dict[str, dict[str, float]]] = {}
         encoder = self.cand.encoder

@@ -30,7 +30,7 @@ from ..predictor import ImageFeatures, Sam3ImagePredictor, Sam3Result, check_tex
 from .inputs import ImageList, InputSource, collect_images
 from .loader import ImageDataset, LoadedImage, iter_batches
 
-__all__ = ['Prompts', 'iter_segment', 'segment_to_files', 'default_workers', 'result_to_record',
+__all__ = ['Prompts', 'JobTiming', 'iter_segment', 'segment_to_files', 'default_workers', 'result_to_record',
            'record_to_result']
 
 _logger = logging.getLogger(__name__)
@@ -244,6 +244,49 @@ def record_to_result(record: Mapping[str, Any]) -> Sam3Result:
 # --------------------------------------------------------------------------------------------------------------
 
 @dataclass
+class JobTiming:
+    """Where this run's time went on rank 0, from the model being ready to the last file written.
+
+    ``model_seconds`` is what the predictor times as the model (``Sam3Result.timings``: the trunk and neck over a
+    batch, SAM3's decoder with its mask upsampling per prompt); everything else in ``seconds`` is outside it:
+    waiting for decoded images, the results' conversion, RLE encoding, records and the output files
+    (``writing_seconds`` of them at the end).
+    """
+
+    images: int = 0
+    seconds: float = 0.0
+    encoder_seconds: float = 0.0
+    decoder_seconds: float = 0.0
+    writing_seconds: float = 0.0
+    _t0: float | None = field(default=None, repr=False)
+
+    def start(self) -> None:
+        self._t0 = time.perf_counter()
+
+    def add(self, result: Sam3Result) -> None:
+        self.images += 1
+        self.encoder_seconds += result.timings.get('encoder', 0.0)
+        self.decoder_seconds += result.timings.get('decoder', 0.0)
+
+    def stop(self) -> None:
+        if self._t0 is not None:
+            self.seconds += time.perf_counter() - self._t0
+            self._t0 = None
+
+    @property
+    def model_seconds(self) -> float:
+        return self.encoder_seconds + self.decoder_seconds
+
+    def to_dict(self) -> dict[str, Any]:
+        s = self.seconds
+        return {'images': self.images, 'seconds': round(s, 4), 'model_seconds': round(self.model_seconds, 4),
+                'encoder_seconds': round(self.encoder_seconds, 4), 'decoder_seconds': round(self.decoder_seconds, 4),
+                'writing_seconds': round(self.writing_seconds, 4),
+                'images_per_s': self.images / s if s > 0 else None,
+                'outside_model_share': (s - self.model_seconds) / s if s > 0 else None}
+
+
+@dataclass
 class _Job:
     images: ImageList
     prompts: Prompts
@@ -343,22 +386,39 @@ def _eval_spec(job: _Job, stems: list[str], title: str) -> Any:
                    'batch': job.batch, 'num_images': len(job.images), 'inputs': job.images.digest(),
                    'root': str(job.images.root)}
 
+    timing = JobTiming()
+
     def make_stream(ctx: Any, chunk_ids: list[int]) -> Iterator[tuple[int, dict[str, Any]]]:
         model = build_model(job.model, 'image', ctx.device, interactive=bool(job.prompts.points))
         predictor = Sam3ImagePredictor(model, confidence_threshold=job.threshold)
         dataset = ImageDataset(job.images.paths, predictor.image_size)
+        timing.start()  # the clock starts with the model built: decoding workers and all
         batches = iter_batches(dataset, [job.chunks[c] for c in chunk_ids], job.workers)
         for c, loaded in zip(chunk_ids, batches):
             images = []
             for x, r in zip(loaded, _segment_loaded(predictor, job.prompts, loaded)):
                 entry = {'index': x.index, 'name': job.images.names[x.index]}
-                entry.update({'error': r} if isinstance(r, str) else result_to_record(r))
+                if isinstance(r, str):
+                    entry['error'] = r
+                else:
+                    timing.add(r)
+                    entry.update(result_to_record(r))
                 images.append(entry)
-            yield c, {'images': images}
+            yield c, {'images': images}  # the runner records it before asking for the next batch: on the clock
+        timing.stop()
 
     def finalize(records: Mapping[int, Any], ids: list[int]) -> Any:
-        return write_outputs(records, ids, job.images, stems, job.prompts.categories, job.formats, out,
-                             {'prompts': job.prompts.to_json(), 'model': title, 'threshold': job.threshold})
+        t0 = time.perf_counter()
+        report = write_outputs(records, ids, job.images, stems, job.prompts.categories, job.formats, out,
+                               {'prompts': job.prompts.to_json(), 'model': title, 'threshold': job.threshold})
+        timing.writing_seconds = time.perf_counter() - t0
+        timing.seconds += timing.writing_seconds
+        report.metrics['timing'] = t = timing.to_dict()  # this run, rank 0: a resumed run times only what it did
+        if t['images']:
+            report.table += (f"\n\nThis run (rank 0): {t['images']} images in {t['seconds']:.1f} s, "
+                             f"{t['images_per_s']:.2f} images/s; {1 - t['outside_model_share']:.0%} of the time in "
+                             'the model')
+        return report
 
     return EvalSpec('segment', list(range(len(job.chunks))), fingerprint, None, finalize, 'img',
                     f'## sam3-cradio segment: {title}', make_stream=make_stream,
