@@ -426,3 +426,27 @@ def test_pipeline_cli_writes_files_and_skips_windows_off_the_grid(tmp_path, caps
     assert skipped['status'] == 'skipped' and 'window' in skipped['reason'] and skipped['images_per_s'] is None
     assert ran['status'] == 'ok' and ran['images'] == 2 and ran['ratio_to_pe'] is None
     assert d['config']['folder'].startswith('2 photos of 64x48 px') and 'skipped:' in text
+
+
+def test_op_profile_splits_the_encoder_time():
+    from sam3_cradio.bench import op_class
+    from sam3_cradio.bench.report import format_table
+
+    assert [op_class(n) for n in ('aten::addmm', 'aten.mm', 'aten._scaled_dot_product_flash_attention_for_cpu',
+                                  'aten::gelu')] == ['linear', 'linear', 'attention', 'other']
+    result = bench.run_benchmark(BenchConfig(tiny=True, sizes=(96,), windows=('global', 3), dtypes=('fp32', 'bf16'),
+                                       repeats=1, warmup=0, op_profile=True, fixture=None))
+    rows = [r for r in result.rows if r.ok]
+    assert len(rows) == 6  # PE, C-RADIO global and window 3, in fp32 and bf16
+    for r in rows:
+        ops = r.encoder.ops
+        assert set(ops) == {'linear', 'attention', 'other'} and sum(o['share'] for o in ops.values()) == \
+            pytest.approx(1)
+        # the FLOP counter's linear and attention FLOPs land in their classes, and nothing is lost
+        assert ops['linear']['gflop'] > 0 and ops['attention']['gflop'] > 0
+        assert sum(o['gflop'] for o in ops.values()) * 1e9 == pytest.approx(r.flops, rel=1e-6)
+        assert ops['linear']['fraction_of_mm'] == pytest.approx(
+            ops['linear']['gflops_per_s'] / result.matmul.peak_gflops[r.dtype])
+    assert 'Where the encoder time goes' in format_table(result)
+    again = bench.BenchResult.from_dict(json.loads(json.dumps(result.to_dict())))
+    assert again.rows[0].encoder.ops == rows[0].encoder.ops

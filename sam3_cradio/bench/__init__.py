@@ -26,6 +26,8 @@ from .measure import (
     count_flops,
     interleave,
     matmul_throughput,
+    op_class,
+    op_profile,
     reset_hwm,
 )
 from .models import PELayout, cradio_trunk, pe_layout, pe_trunk
@@ -40,6 +42,6 @@ __all__ = [
     'Row', 'RowKey', 'RowTable', 'Measurement', 'EncoderResult', 'InferenceResult', 'Ratios', 'add_ratios',
     'BenchResult', 'MatmulReport', 'MatmulPeak', 'FixtureCheck', 'FixtureCase', 'Deviation', 'bf16_fixture_check',
     'attention_flops', 'attention_flop_mapping', 'count_flops', 'PeakMemory', 'reset_hwm', 'matmul_throughput',
-    'TimedCall', 'check_real', 'interleave', 'PELayout', 'pe_layout', 'pe_trunk', 'cradio_trunk',
+    'TimedCall', 'check_real', 'interleave', 'op_class', 'op_profile', 'PELayout', 'pe_layout', 'pe_trunk', 'cradio_trunk',
     'format_table', 'format_plan', 'plot_latency', 'write_outputs',
 ]

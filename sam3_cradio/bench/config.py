@@ -40,6 +40,8 @@ class BenchConfig:
         tf32: CUDA only. None keeps what importing sam3 sets (TF32 on for Ampere and newer, as SAM3 runs); False
             gives true float32 matmuls for the fp32 rows and the fp32 ``torch.mm`` peak alike.
         fixture: the C-RADIO tiny fixture folder for the bf16 deviation check (run when bf16 is among ``dtypes``).
+        op_profile: profile one more call of each encoder row and split its time into linear layers, attention
+            and the rest (``EncoderResult.ops``).
     """
     backbones: Sequence[str] | None = None
     sizes: Sequence[int] | None = None
@@ -63,6 +65,7 @@ class BenchConfig:
     seed: int = 0
     tiny: bool = False
     tf32: bool | None = None
+    op_profile: bool = False
 
     def resolved(self) -> BenchConfig:
         """A copy with the mode's defaults filled in, names and windows in canonical form, every field checked."""
@@ -183,6 +186,9 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument('--fixture', type=Path, default=CRADIO_TINY_DIR,
                    help='C-RADIO tiny fixture folder for the bf16 deviation check (default: the one shipped with '
                         'the package)')
+    p.add_argument('--op-profile', action='store_true',
+                   help='profile one more call per encoder row (torch.profiler): time share and GFLOP/s of the '
+                        'linear layers, attention and the rest, in a second table')
     p.add_argument('--no-tf32', action='store_true',
                    help='CUDA: true float32 matmuls (importing sam3 turns TF32 on for Ampere and newer)')
     p.add_argument('--threads', type=int, default=None, help='torch CPU threads (default: torch decides)')
@@ -240,4 +246,4 @@ def config_from_args(a: argparse.Namespace) -> BenchConfig:
         batch=a.batch, repeats=a.repeats, warmup=a.warmup, device=a.device, compile=a.compile,
         inference=a.inference, text=a.text, inference_threshold=a.inference_threshold, mm_size=a.mm_size,
         off_grid=a.off_grid, rss_method=a.rss_method, fixture=a.fixture, seed=a.seed, tiny=a.tiny,
-        tf32=False if a.no_tf32 else None)
+        tf32=False if a.no_tf32 else None, op_profile=a.op_profile)

@@ -20,7 +20,7 @@ from .rows import Measurement
 _logger = logging.getLogger(__name__)
 
 __all__ = ['attention_flops', 'attention_flop_mapping', 'count_flops', 'PeakMemory', 'reset_hwm', 'MatmulPeak',
-           'matmul_throughput', 'TimedCall', 'check_real', 'interleave', 'sync']
+           'matmul_throughput', 'TimedCall', 'check_real', 'interleave', 'sync', 'op_class', 'op_profile']
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -308,3 +308,46 @@ def interleave(calls: Sequence[TimedCall], device: torch.device, repeats: int, w
                 c.peaks.append(mem.peak_bytes)
                 c.mem_method = mem.method
             _logger.info('%s %s round %d%s: %.3fs', c.name, c.dtype, round_, '' if timed else ' (warm-up)', dt)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Where the time goes
+# --------------------------------------------------------------------------------------------------------------
+
+_LINEAR_OPS = {'aten.mm', 'aten.addmm', 'aten.bmm', 'aten.baddbmm', 'aten.matmul', 'aten.linear'}
+
+
+def op_class(name: str) -> str:
+    """'linear', 'attention' or 'other' for an op named as the FLOP counter ('aten.addmm') or the profiler
+    ('aten::addmm') names it."""
+    name = name.replace('::', '.')
+    if 'scaled_dot_product' in name or 'flash_attention' in name or 'efficient_attention' in name:
+        return 'attention'
+    return 'linear' if name in _LINEAR_OPS else 'other'
+
+
+def op_profile(call: Callable[[], Any], device: torch.device, dtype: str,
+               flops_by_op: dict[str, int]) -> dict[str, dict[str, float]]:
+    """Profile one call (``torch.profiler``, untimed otherwise) and split its time into op classes
+    (:func:`op_class`): each class's self time, its share, its FLOPs (from ``flops_by_op``) and GFLOP/s. Shows
+    which part of a model a dtype speeds up: on a CPU without AMX, bf16 doubles the linear layers but not torch's
+    flash-attention kernel."""
+    from torch.profiler import ProfilerActivity, profile
+
+    cuda = device.type == 'cuda'
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=dtype == 'bf16')
+    with torch.inference_mode(), amp, profile(activities=activities) as prof:
+        out = call()
+        sync(device)
+    del out
+    seconds = {'linear': 0.0, 'attention': 0.0, 'other': 0.0}
+    for e in prof.key_averages():
+        us = e.self_device_time_total if cuda else e.self_cpu_time_total
+        seconds[op_class(e.key)] += us / 1e6
+    gflop = {'linear': 0.0, 'attention': 0.0, 'other': 0.0}
+    for name, n in flops_by_op.items():
+        gflop[op_class(name)] += n / 1e9
+    total = sum(seconds.values()) or 1.0
+    return {k: {'seconds': seconds[k], 'share': seconds[k] / total, 'gflop': gflop[k],
+                'gflops_per_s': gflop[k] / seconds[k] if seconds[k] > 0 else 0.0} for k in seconds}

@@ -67,6 +67,9 @@ def format_table(result: BenchResult) -> str:
             f'{_fmt(inf and inf.ratio_to_pe and inf.ratio_to_pe.latency, ".2f", "x")} | '
             f'{_fmt(inf and inf.ratio_to_global, ".2f", "x")} |')
     out = ['\n'.join(lines)]
+    ops = _ops_table(result.rows)
+    if ops:
+        out.append(ops)
     if result.matmul is not None:
         peaks = result.matmul.peak_gflops
         out.append('torch.mm peak (GFLOP/s): ' + ', '.join(f'{d} {v:.1f}' for d, v in peaks.items()))
@@ -81,6 +84,25 @@ def format_table(result: BenchResult) -> str:
         out.append(f'bf16 fixture check skipped: {result.bf16_fixture_skipped}')
     out += result.notes
     return '\n\n'.join(out)
+
+
+def _ops_table(rows: Sequence[Row]) -> str:
+    """``--op-profile``: where each encoder row's time goes, linear layers / attention / the rest."""
+    profiled = [r for r in rows if r.encoder is not None and r.encoder.ops and r.input is not None]
+    if not profiled:
+        return ''
+    classes = ('linear', 'attention', 'other')
+    lines = ['Where the encoder time goes (--op-profile: one profiled call; % mm: of the row\'s dtype\'s matmul '
+             'peak):', '', '| backbone | input | window | dtype | ' + ' | '.join(
+                 f'{c} share | {c} GFLOP/s | {c} % mm' for c in classes[:2]) + ' | other share |',
+             '|' + '---|' * 11]
+    for r in profiled:
+        ops = r.encoder.ops
+        cells = [f'{ops[c]["share"]:.0%} | {ops[c]["gflops_per_s"]:.3g} | {_fmt(ops[c].get("fraction_of_mm"), ".0%")}'
+                 for c in classes[:2]]
+        lines.append(f'| {r.label} | {r.input[0]}x{r.input[1]} | {_window_label(r)} | {r.dtype} | '
+                     + ' | '.join(cells) + f' | {ops["other"]["share"]:.0%} |')
+    return '\n'.join(lines)
 
 
 def format_plan(rows: Sequence[Row]) -> str:

@@ -59,6 +59,9 @@ class EncoderResult(Measurement):
     ``torch.mm`` throughput per dtype (``fraction_of_mm['fp32']``)."""
     gflops_per_s: float
     fraction_of_mm: dict[str, float] = field(default_factory=dict)
+    # --op-profile: per op class ('linear', 'attention', 'other') of one profiled call: 'seconds', 'share' of the
+    # profiled time, 'gflop', 'gflops_per_s' and 'fraction_of_mm' (of this row's dtype's matmul peak)
+    ops: dict[str, dict[str, float]] | None = None
 
 
 @dataclass(kw_only=True)

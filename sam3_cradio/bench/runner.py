@@ -15,7 +15,7 @@ import torch
 from ..registry import GLOBAL, Window, format_window
 from .config import DTYPES, BenchConfig, config_from_args
 from .fixture import bf16_fixture_check
-from .measure import TimedCall, count_flops, interleave, matmul_throughput
+from .measure import TimedCall, count_flops, interleave, matmul_throughput, op_profile
 from .models import compiled, cradio_trunk, num_params, pe_built_layout, pe_trunk, sam3_model
 from .plan import plan_rows
 from .report import format_plan, format_table, pe_padding_notes, write_outputs
@@ -102,6 +102,9 @@ def _encoder_phase(cfg: BenchConfig, device: torch.device, rows: list[Row]) -> N
         for r, c in calls:
             stats = c.stats()
             r.encoder = EncoderResult(**stats, gflops_per_s=(r.flops or 0) / stats['median_s'] / 1e9)
+            if cfg.op_profile:  # one more call, after the timed ones: the profiler's overhead stays out of them
+                c.prepare()
+                r.encoder.ops = op_profile(c.call, device, r.dtype, r.flops_by_op or {})
         del fns, modules, by_dtype, inputs, calls
         _free(device)
     del cradio
@@ -206,6 +209,8 @@ def run_benchmark(cfg: BenchConfig) -> BenchResult:
     for r in rows:  # fractions of the best matmul seen in the run (before or after)
         if r.encoder is not None:
             r.encoder.fraction_of_mm = {d: r.encoder.gflops_per_s / peak for d, peak in peaks.items()}
+            for op in (r.encoder.ops or {}).values():
+                op['fraction_of_mm'] = op['gflops_per_s'] / peaks[r.dtype]
     add_ratios(rows)
     result = BenchResult(meta={}, config=cfg, matmul=matmul, rows=rows, notes=pe_padding_notes(rows))
     if 'bf16' in cfg.dtypes:
