@@ -23,6 +23,7 @@ from typing import Literal
 __all__ = [
     'GLOBAL', 'Window', 'Backbone', 'ModelSpec', 'BACKBONES', 'register_backbone', 'get_backbone', 'list_backbones',
     'resolve', 'parse_window', 'parse_model', 'format_window', 'window_to_hydra', 'window_from_hydra',
+    'speed_models',
 ]
 
 GLOBAL = 'global'
@@ -47,6 +48,9 @@ class Backbone:
         pretrained: released weights exist (False: random weights only, e.g. the tiny test models).
         aliases: other names accepted for it (short names, release names).
         overrides: extra hydra overrides that make this backbone from its config (tiny variants of a config).
+        speed_window: the ViTDet window of its speed targets against PE (SO400M 12 and H 8 at 1152 px; the tiny
+            test model 3, for the tiny benchmarks' 12 and 6-token grids): the model the runtime and whole-folder
+            benchmarks time by default (:func:`speed_models`).
     """
     name: str
     config: str
@@ -59,6 +63,7 @@ class Backbone:
     pretrained: bool = True
     aliases: tuple[str, ...] = ()
     overrides: tuple[str, ...] = field(default=())
+    speed_window: int | None = None
 
     @property
     def is_cradio(self) -> bool:
@@ -174,17 +179,17 @@ def register_backbone(backbone: Backbone) -> Backbone:
 
 register_backbone(Backbone(
     'cradio_v4_h', 'sam3_cradio', 'C-RADIOv4-H', 'RADIOv4-H', patch_size=16, image_size=1152,
-    release='c-radio_v4-h', aliases=('h', 'c-radio_v4-h', 'C-RADIOv4-H', 'nvidia/C-RADIOv4-H')))
+    release='c-radio_v4-h', speed_window=8, aliases=('h', 'c-radio_v4-h', 'C-RADIOv4-H', 'nvidia/C-RADIOv4-H')))
 register_backbone(Backbone(
     'cradio_v4_so400m', 'sam3_cradio', 'C-RADIOv4-SO400M', 'RADIOv4-SO400M', patch_size=16, image_size=1152,
-    release='c-radio_v4-so400m', aliases=('so400m', 'c-radio_v4-so400m', 'C-RADIOv4-SO400M', 'nvidia/C-RADIOv4-SO400M')))
+    release='c-radio_v4-so400m', speed_window=12, aliases=('so400m', 'c-radio_v4-so400m', 'C-RADIOv4-SO400M', 'nvidia/C-RADIOv4-SO400M')))
 register_backbone(Backbone(
     'pe', 'sam3_pe', 'SAM3 PE (Meta)', 'PE', patch_size=14, image_size=1008, fixed_window=24,
     aliases=('pe-l+', 'sam3')))
 # The C-RADIO architecture of the public test fixture (192 wide, 8 blocks) under SAM3's tiny dims: tests, --tiny.
 register_backbone(Backbone(
     'cradio_tiny', 'sam3_cradio', 'C-RADIO tiny (random weights)', 'tiny', patch_size=16, image_size=256,
-    release='cradio_test', pretrained=False, aliases=('tiny', 'cradio_test'),
+    release='cradio_test', pretrained=False, speed_window=3, aliases=('tiny', 'cradio_test'),
     overrides=('dims=tiny', 'sam3_checkpoint=null')))
 # PE's layout at the tiny numbers: 192 wide, 8 blocks, 3 heads, global every 2nd block, 4-token windows (3 per
 # side at a 12-token grid, as 24 at 72), abs pos tiled from a 4 x 4 pretrain grid. Benchmarks and distillation.
@@ -206,6 +211,13 @@ def get_backbone(name: str | Backbone) -> Backbone:
         if key in {_key(a) for a in (b.name, b.label, *b.aliases)}:
             return b
     raise ValueError(f'unknown backbone {name!r}; choose one of {list_backbones()}')
+
+
+def speed_models(tiny: bool = False) -> list[str]:
+    """``NAME:WINDOW`` of every C-RADIO backbone with a :attr:`Backbone.speed_window`: the released ones, or the
+    random-weight ones for ``tiny`` (['cradio_v4_h:8', 'cradio_v4_so400m:12']; tiny: ['cradio_tiny:3'])."""
+    return [f'{b.name}:{b.speed_window}' for b in BACKBONES.values()
+            if b.is_cradio and b.speed_window is not None and b.pretrained != tiny]
 
 
 def list_backbones(pretrained_only: bool = False) -> list[str]:

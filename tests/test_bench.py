@@ -392,8 +392,9 @@ def test_pipeline_times_the_segment_job_end_to_end(tmp_path):
     assert len({p.read_bytes() for p in photos}) == 3  # distinct photos, not copies
     saved = []
     result = run_pipeline(BenchConfig(tiny=True, sizes=(96,)), batches=(1, 2), folder=tmp_path / 'photos',
-                          on_progress=saved.append)
-    assert len(saved) == 4  # PE and C-RADIO at batch 1 and 2: the result so far after every job
+                          on_progress=lambda r: saved.append(format_pipeline(r)))
+    # PE and C-RADIO at batch 1 and 2: the table so far after every job
+    assert [t.count('not run yet') for t in saved] == [3, 2, 1, 0]
     rows = result.rows
     assert [(r.backbone, r.batch, r.input, r.grid) for r in rows] == [
         ('pe_tiny', 1, 84, 6), ('cradio_tiny', 1, 96, 6), ('pe_tiny', 2, 84, 6), ('cradio_tiny', 2, 96, 6)]

@@ -101,3 +101,13 @@ def test_resolve_accepts_every_listed_window():
 def test_register_refuses_a_taken_name():
     with pytest.raises(ValueError, match='already registered'):
         registry.register_backbone(registry.Backbone('h', 'sam3_cradio', 'Another H', 'H2', 16, 1152))
+
+
+def test_speed_models_come_from_the_registry():
+    from sam3_cradio.registry import parse_model, speed_models
+
+    assert speed_models() == ['cradio_v4_h:8', 'cradio_v4_so400m:12'] and speed_models(tiny=True) == ['cradio_tiny:3']
+    # each one a window its backbone takes at the benchmarks' sizes (native 1152 px; the tiny benchmarks' 192 px)
+    for m, px in [(m, None) for m in speed_models()] + [(m, 192) for m in speed_models(tiny=True)]:
+        b, w = parse_model(m)
+        assert w in b.windows(px) and w == b.speed_window

@@ -9,7 +9,7 @@ from typing import Any
 
 from ..assets import CRADIO_TINY_DIR
 from ..build import DTYPES  # the dtypes --dtype takes everywhere
-from ..registry import BACKBONES, GLOBAL, Backbone, Window, get_backbone, parse_window
+from ..registry import BACKBONES, GLOBAL, Backbone, Window, get_backbone, parse_window, speed_models
 
 __all__ = ['BenchConfig', 'DTYPES', 'add_arguments', 'config_from_args']
 
@@ -204,15 +204,16 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
                     'these runtimes next to torch eager, interleaved, at --sizes and --dtype on the CPU; writes '
                     '<--json stem>_runtimes.json and .md')
     rt.add_argument('--runtime-models', nargs='+', default=None, metavar='NAME:WINDOW',
-                    help='models for --runtimes (default: cradio_v4_so400m:12 cradio_v4_h:8; with --tiny: '
-                         'cradio_tiny:3)')
+                    help=f'models for --runtimes (default: {listed(speed_models())}; with --tiny: '
+                         f'{listed(speed_models(tiny=True))})')
     pl = p.add_argument_group('whole folders (sam3_cradio/bench/pipeline.py)')
     pl.add_argument('--pipeline', action='store_true',
                     help='instead of the encoder rows: time `sam3-cradio segment` over a folder with --text, end to '
                          'end (decoding, model, files), for PE and --pipeline-models at --sizes (default 1152 768), '
                          '--dtype and --pipeline-batches; writes <--json stem>_pipeline.json, .md and .png')
     pl.add_argument('--pipeline-models', nargs='+', default=None, metavar='NAME:WINDOW',
-                    help='C-RADIO models (default: cradio_v4_so400m:12 cradio_v4_h:8; with --tiny: cradio_tiny:3)')
+                    help=f'C-RADIO models (default: {listed(speed_models())}; with --tiny: '
+                         f'{listed(speed_models(tiny=True))})')
     pl.add_argument('--pipeline-batches', nargs='+', type=int, default=[1, 4], metavar='N',
                     help='images per trunk pass (default: 1 4)')
     pl.add_argument('--pipeline-images', type=int, default=16, metavar='N',

@@ -34,18 +34,15 @@ import numpy as np
 import torch
 
 from ..files import write_atomic
-from ..registry import GLOBAL, Window, format_window, get_backbone, parse_model, resolve
+from ..registry import GLOBAL, Window, format_window, get_backbone, parse_model, resolve, speed_models
 from .config import BenchConfig, config_from_args
 
-__all__ = ['PIPELINE_MODELS', 'TINY_PIPELINE_MODELS', 'PIPELINE_SIZES', 'PIPELINE_BATCHES', 'PIPELINE_FORMATS',
+__all__ = ['PIPELINE_SIZES', 'PIPELINE_BATCHES', 'PIPELINE_FORMATS',
            'PipelineRow', 'PipelineResult', 'make_photo_folder', 'run_pipeline', 'format_pipeline', 'plot_pipeline',
            'run_pipeline_cli']
 
 _logger = logging.getLogger(__name__)
 
-# the candidates of the issue that asked for this benchmark: the fastest window of each released size at 1152 px
-PIPELINE_MODELS = ('cradio_v4_so400m:12', 'cradio_v4_h:8')
-TINY_PIPELINE_MODELS = ('cradio_tiny:3',)
 # 768 px is a 48 x 48 grid: both windows divide it, and PE (672 px) needs no padding for its 24-token windows
 PIPELINE_SIZES = (1152, 768)
 PIPELINE_BATCHES = (1, 4)
@@ -150,7 +147,7 @@ def make_photo_folder(folder: Path, n: int, hw: tuple[int, int] = (1200, 1600), 
 
 def _models(models: Sequence[str] | None, tiny: bool) -> list[tuple[str, Window | None]]:
     out = []
-    for m in models or (TINY_PIPELINE_MODELS if tiny else PIPELINE_MODELS):
+    for m in models or speed_models(tiny):
         b, w = parse_model(m)
         if not b.is_cradio:
             raise ValueError(f'{b.name} is SAM3\'s own encoder, which every row is compared with; list C-RADIO '
@@ -180,8 +177,8 @@ def run_pipeline(cfg: BenchConfig, models: Sequence[str] | None = None, batches:
                  workers: int | None = None, threshold: float = 0.5, rounds: int = 1,
                  formats: Sequence[str] = PIPELINE_FORMATS,
                  on_progress: Callable[[PipelineResult], Any] | None = None) -> PipelineResult:
-    """Time the segment job for PE (unless ``cfg.pe`` is False) and each of ``models`` ('NAME:WINDOW'; default
-    :data:`PIPELINE_MODELS`, ``tiny``: :data:`TINY_PIPELINE_MODELS`) at each of ``cfg``'s sizes and dtypes and each
+    """Time the segment job for PE (unless ``cfg.pe`` is False) and each of ``models`` ('NAME:WINDOW'; default:
+    the registry's :func:`~sam3_cradio.registry.speed_models`) at each of ``cfg``'s sizes and dtypes and each
     batch size, over ``folder`` or ``images`` photos made by :func:`make_photo_folder`. ``on_progress`` gets the
     result so far after every job (a long run can save what it has)."""
     from ..jobs.formats import check_formats
@@ -306,7 +303,7 @@ def format_pipeline(result: PipelineResult) -> str:
         head = f'| {r.label} | {r.input} | {format_window(r.window)}{" (own)" if r.is_pe else ""} | {r.dtype} | ' \
                f'{r.batch} |'
         if not r.ok or not r.images_per_s:
-            lines.append(f'{head} skipped: {r.reason} |' + ' |' * 8)
+            lines.append(f'{head} {f"skipped: {r.reason}" if not r.ok else "not run yet"} |' + ' |' * 8)
             continue
         share = r.outside_model_share
         lines.append(f'{head} {r.images_per_s:.3g} | {_fmt(r.ratio_to_pe, ".2f", "x")} | '

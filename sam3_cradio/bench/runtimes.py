@@ -29,19 +29,16 @@ from typing import Any
 import torch
 
 from ..files import write_atomic
-from ..registry import GLOBAL, ModelSpec, Window, format_window, get_backbone, parse_model, resolve
+from ..registry import GLOBAL, ModelSpec, Window, format_window, get_backbone, parse_model, resolve, speed_models
 from .config import BenchConfig, config_from_args
 from .measure import TimedCall, interleave
 from .rows import Measurement
 
-__all__ = ['RUNTIME_MODELS', 'TINY_RUNTIME_MODELS', 'RuntimeRow', 'RuntimeExport', 'RuntimeResult', 'run_runtimes',
+__all__ = ['RuntimeRow', 'RuntimeExport', 'RuntimeResult', 'run_runtimes',
            'format_runtimes', 'run_runtimes_cli']
 
 _logger = logging.getLogger(__name__)
 
-# the deployment candidates: the fastest window of each released size at 1152 px that also divides 576 px's grid
-RUNTIME_MODELS = ('cradio_v4_so400m:12', 'cradio_v4_h:8')
-TINY_RUNTIME_MODELS = ('cradio_tiny:3',)
 
 
 @dataclass(kw_only=True)
@@ -132,7 +129,7 @@ def _runtimes(runtimes: Sequence[str]) -> list[str]:
 
 def _models(models: Sequence[str] | None, tiny: bool) -> list[tuple[str, Window | None]]:
     out = []
-    for m in models or (TINY_RUNTIME_MODELS if tiny else RUNTIME_MODELS):
+    for m in models or speed_models(tiny):
         b, w = parse_model(m)
         if not b.is_cradio:
             raise ValueError(f'{b.name} is SAM3\'s own encoder; the runtime comparison exports C-RADIO trunks')
@@ -241,7 +238,7 @@ def _measure_level(spec: ModelSpec, size: int, cfg: BenchConfig, runtimes: list[
 
 def run_runtimes(cfg: BenchConfig, runtimes: Sequence[str], models: Sequence[str] | None = None) -> RuntimeResult:
     """Time the trunk in each of ``runtimes`` (torch always included: the reference) for each of ``models``
-    ('NAME:WINDOW', default :data:`RUNTIME_MODELS`, ``--tiny``: :data:`TINY_RUNTIME_MODELS`) at each size and
+    ('NAME:WINDOW', default: the registry's :func:`~sam3_cradio.registry.speed_models`) at each size and
     dtype of ``cfg``, on the CPU. A size the window does not divide gives skipped rows naming the reason."""
     from .. import compat
     from .runner import _environment
