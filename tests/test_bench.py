@@ -451,3 +451,17 @@ def test_op_profile_splits_the_encoder_time():
     assert 'Where the encoder time goes' in format_table(result)
     again = bench.BenchResult.from_dict(json.loads(json.dumps(result.to_dict())))
     assert again.rows[0].encoder.ops == rows[0].encoder.ops
+
+
+def test_pipeline_runs_exported_trunks(tmp_path):
+    pytest.importorskip('onnxruntime')
+    from sam3_cradio.bench.pipeline import make_photo_folder, run_pipeline
+
+    make_photo_folder(tmp_path / 'photos', 2, (60, 80))
+    result = run_pipeline(BenchConfig(tiny=True, sizes=(96,), dtypes=('fp32',), pe=False), batches=(1,),
+                          runtimes=('torch', 'onnxruntime'), folder=tmp_path / 'photos')
+    torch_row, ort_row = result.rows
+    assert (torch_row.runtime, ort_row.runtime) == ('torch', 'onnxruntime') and result.row(
+        'cradio_tiny', 96, 'fp32', 1, 'onnxruntime') is ort_row
+    assert ort_row.ok and ort_row.images == 2 and ort_row.model_seconds > 0 and ort_row.ratio_to_pe is None
+    assert result.config['runtimes'] == ['torch', 'onnxruntime']

@@ -214,6 +214,10 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     pl.add_argument('--pipeline-models', nargs='+', default=None, metavar='NAME:WINDOW',
                     help=f'C-RADIO models (default: {listed(speed_models())}; with --tiny: '
                          f'{listed(speed_models(tiny=True))})')
+    pl.add_argument('--pipeline-runtimes', nargs='+', choices=('torch', 'onnxruntime', 'openvino'),
+                    default=['torch'], metavar='RUNTIME',
+                    help='where the C-RADIO trunks run: torch (default) and/or exported to onnxruntime / openvino '
+                         '(as segment --trunk-runtime; a temporary ONNX file per model and size)')
     pl.add_argument('--pipeline-batches', nargs='+', type=int, default=[1, 4], metavar='N',
                     help='images per trunk pass (default: 1 4)')
     pl.add_argument('--pipeline-images', type=int, default=16, metavar='N',

@@ -9,6 +9,9 @@ records and the output files (``coco``, ``json``, ``png`` by default). The job's
 (:class:`~sam3_cradio.jobs.segment.JobTiming`, ``summary.json`` ``metrics.timing``) splits it into the model (the
 trunk and neck, the decoder: ``Sam3Result.timings``) and everything else. Model building is not timed.
 
+``--pipeline-runtimes torch openvino`` adds rows where the C-RADIO trunk runs exported (``sam3-cradio export``,
+a temporary ONNX file per model and size) in onnxruntime or OpenVINO, as ``segment --trunk-runtime`` runs it.
+
 Weights are random (nothing is downloaded). The folder is ``--pipeline-folder`` or, by default, ``--pipeline-images``
 JPEG photos of ``--pipeline-image-size`` made from the photos shipped with the package (crops, flips, colour
 changes). The models of one size, dtype and batch run one after the other in one process, PE first, ``--pipeline-
@@ -62,8 +65,9 @@ class PipelineRow:
             throughput, from the job's clock.
         outside_model_share: the share of ``seconds`` not spent in the model (reading, conversion, records, files).
         detections_per_image: what the random weights found above the threshold (post-processing grows with it).
+        runtime: where the trunk ran: 'torch', or an exported trunk in 'onnxruntime' / 'openvino' (PE: torch).
         ratio_to_pe: images/s over PE's at the same size, dtype and batch; ``speedup_vs_fp32`` over the same
-            model's fp32 row (bf16 rows); ``speedup_vs_batch1`` over its batch-1 row.
+            model and runtime's fp32 row (bf16 rows); ``speedup_vs_batch1`` over its batch-1 row.
     """
     backbone: str
     label: str
@@ -73,6 +77,7 @@ class PipelineRow:
     grid: int
     dtype: str
     batch: int
+    runtime: str = 'torch'
     images: int = 0
     status: str = 'ok'
     reason: str | None = None
@@ -104,9 +109,9 @@ class PipelineResult:
     config: dict[str, Any]
     rows: list[PipelineRow] = field(default_factory=list)
 
-    def row(self, backbone: str, size: int, dtype: str, batch: int) -> PipelineRow | None:
-        key = (backbone, size, dtype, batch)
-        return next((r for r in self.rows if (r.backbone, r.size, r.dtype, r.batch) == key), None)
+    def row(self, backbone: str, size: int, dtype: str, batch: int, runtime: str = 'torch') -> PipelineRow | None:
+        key = (backbone, runtime, size, dtype, batch)
+        return next((r for r in self.rows if _key(r) == key), None)
 
     def to_dict(self) -> dict[str, Any]:
         return {'meta': self.meta, 'config': self.config, 'rows': [asdict(r) for r in self.rows]}
@@ -145,6 +150,10 @@ def make_photo_folder(folder: Path, n: int, hw: tuple[int, int] = (1200, 1600), 
     return paths
 
 
+def _key(r: PipelineRow) -> tuple[str, str, int, str, int]:
+    return r.backbone, r.runtime, r.size, r.dtype, r.batch
+
+
 def _models(models: Sequence[str] | None, tiny: bool) -> list[tuple[str, Window | None]]:
     out = []
     for m in models or speed_models(tiny):
@@ -157,7 +166,7 @@ def _models(models: Sequence[str] | None, tiny: bool) -> list[tuple[str, Window 
 
 
 def _run_job(folder: Path, out: Path, row: PipelineRow, cfg: BenchConfig, workers: int | None,
-             threshold: float, formats: Sequence[str]) -> dict[str, Any]:
+             threshold: float, formats: Sequence[str], trunk_model: Path | None) -> dict[str, Any]:
     """One round: the segment job over the folder into a fresh ``out``; returns its ``metrics``."""
     from ..jobs import segment_to_files
 
@@ -166,21 +175,24 @@ def _run_job(folder: Path, out: Path, row: PipelineRow, cfg: BenchConfig, worker
     summary = segment_to_files(
         folder, out, text=cfg.text, formats=formats, threshold=threshold, batch=row.batch, workers=workers,
         backbone=row.backbone, window_size=window, resolution=row.input, pretrained=False, dtype=row.dtype,
-        device=cfg.device, progress=False, echo=lambda s: None)
+        device=cfg.device, trunk_runtime=None if row.runtime == 'torch' else row.runtime, trunk_model=trunk_model,
+        progress=False, echo=lambda s: None)
     if summary is None:  # a torchrun rank other than 0
         raise RuntimeError('run the pipeline benchmark in one process, not under torchrun')
     return summary['metrics']
 
 
 def run_pipeline(cfg: BenchConfig, models: Sequence[str] | None = None, batches: Sequence[int] = PIPELINE_BATCHES,
-                 *, images: int = 16, folder: Path | None = None, image_hw: tuple[int, int] = (1200, 1600),
+                 *, runtimes: Sequence[str] = ('torch',), images: int = 16, folder: Path | None = None, image_hw: tuple[int, int] = (1200, 1600),
                  workers: int | None = None, threshold: float = 0.5, rounds: int = 1,
                  formats: Sequence[str] = PIPELINE_FORMATS,
                  on_progress: Callable[[PipelineResult], Any] | None = None) -> PipelineResult:
     """Time the segment job for PE (unless ``cfg.pe`` is False) and each of ``models`` ('NAME:WINDOW'; default:
     the registry's :func:`~sam3_cradio.registry.speed_models`) at each of ``cfg``'s sizes and dtypes and each
-    batch size, over ``folder`` or ``images`` photos made by :func:`make_photo_folder`. ``on_progress`` gets the
-    result so far after every job (a long run can save what it has)."""
+    batch size, over ``folder`` or ``images`` photos made by :func:`make_photo_folder`. C-RADIO trunks run in each
+    of ``runtimes`` ('torch', or exported to 'onnxruntime' / 'openvino'). ``on_progress`` gets the result so far
+    after every job (a long run can save what it has)."""
+    from ..export.runtimes import runtime_unavailable
     from ..jobs.formats import check_formats
     from ..jobs.inputs import collect_images
 
@@ -190,6 +202,10 @@ def run_pipeline(cfg: BenchConfig, models: Sequence[str] | None = None, batches:
     if not batches or min(batches) < 1 or rounds < 1:
         raise ValueError(f'need batch sizes >= 1 and rounds >= 1, got {batches} and {rounds}')
     chosen = _models(models, cfg.tiny)
+    runtimes = list(dict.fromkeys(runtimes))
+    unavailable = {rt: runtime_unavailable(rt) for rt in runtimes}
+    if unavailable.get('torch') is not None or not runtimes:
+        raise ValueError(f'runtimes must be among torch, onnxruntime, openvino; got {runtimes}')
     pe = cfg.pe_backbone()
     patch = get_backbone(chosen[0][0]).patch_size
     planned: list[PipelineRow] = []
@@ -202,13 +218,16 @@ def run_pipeline(cfg: BenchConfig, models: Sequence[str] | None = None, batches:
                                                input=grid * pe.patch_size, grid=grid, dtype=dtype, batch=batch))
                 for name, window in chosen:
                     b = get_backbone(name)
-                    row = PipelineRow(backbone=name, label=b.label, window=window or GLOBAL, size=size,
-                                      input=grid * b.patch_size, grid=grid, dtype=dtype, batch=batch)
-                    try:  # the registry's check, before anything runs
-                        resolve(name, window, row.input)
-                    except ValueError as e:
-                        row.status, row.reason = 'skipped', str(e)
-                    planned.append(row)
+                    for rt in runtimes:
+                        row = PipelineRow(backbone=name, label=b.label, window=window or GLOBAL, size=size,
+                                          input=grid * b.patch_size, grid=grid, dtype=dtype, batch=batch, runtime=rt)
+                        try:  # the registry's check, before anything runs
+                            resolve(name, window, row.input)
+                        except ValueError as e:
+                            row.status, row.reason = 'skipped', str(e)
+                        if row.ok and unavailable[rt] is not None:
+                            row.status, row.reason = 'skipped', unavailable[rt]
+                        planned.append(row)
     t_start = time.perf_counter()
     load_start = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix='sam3_cradio_pipeline_') as tmp:
@@ -221,17 +240,19 @@ def run_pipeline(cfg: BenchConfig, models: Sequence[str] | None = None, batches:
         n_images = len(collect_images(folder).paths)
         config = {'models': [f'{n}:{format_window(w) if w is not None else GLOBAL}' for n, w in chosen],
                   'reference': pe.name if pe else None, 'sizes': list(cfg.sizes), 'dtypes': list(cfg.dtypes),
-                  'batches': batches, 'rounds': rounds, 'images': n_images, 'folder': source,
+                  'runtimes': runtimes, 'batches': batches, 'rounds': rounds, 'images': n_images, 'folder': source,
                   'text': cfg.text, 'threshold': threshold, 'formats': list(formats), 'workers': workers,
                   'device': cfg.device, 'seed': cfg.seed, 'threads': torch.get_num_threads(), 'weights': 'random'}
         runs = 0
+        exported: dict[tuple[str, int], Path] = {}  # (model, px) -> ONNX file, shared by the runtimes and dtypes
         for level in _groups(planned):
             for _ in range(rounds):
                 for row in (r for r in level if r.ok):
                     _logger.info('pipeline: %s W=%s at %d px, %s, batch %d', row.label, format_window(row.window),
                                  row.input, row.dtype, row.batch)
                     runs += 1
-                    m = _run_job(folder, Path(tmp) / f'run_{runs}', row, cfg, workers, threshold, formats)
+                    onnx = None if row.runtime == 'torch' else _exported(row, cfg, Path(tmp), exported)
+                    m = _run_job(folder, Path(tmp) / f'run_{runs}', row, cfg, workers, threshold, formats, onnx)
                     t = m['timing']
                     row.rounds_images_per_s.append(t['images_per_s'])
                     if row.images_per_s is None or _is_median(t['images_per_s'], row.rounds_images_per_s):
@@ -258,6 +279,25 @@ def _result(rows: list[PipelineRow], config: dict[str, Any], cfg: BenchConfig, t
     return PipelineResult(meta=meta, config=config, rows=rows)
 
 
+def _exported(row: PipelineRow, cfg: BenchConfig, tmp: Path, cache: dict[tuple[str, int], Path]) -> Path:
+    """The row's trunk exported to ONNX once (random weights of the same seed as the job builds), as
+    ``sam3-cradio export`` writes it; a size's files are dropped when the next size needs its own."""
+    from ..export.export import export_trunk
+
+    key = (row.backbone, row.input)
+    if key not in cache:
+        for old in [k for k in cache if k[1] != row.input]:
+            path = cache.pop(old)
+            for f in path.parent.glob(f'{path.name}*'):  # the .onnx and its .onnx.data
+                f.unlink()
+        path = tmp / 'onnx' / f'{row.backbone}_{row.input}.onnx'
+        path.parent.mkdir(exist_ok=True)
+        _logger.info('exporting %s W=%s at %d px to ONNX', row.label, format_window(row.window), row.input)
+        export_trunk(path, row.backbone, row.window, row.input, pretrained=False, seed=cfg.seed)
+        cache[key] = path
+    return cache[key]
+
+
 def _groups(rows: list[PipelineRow]) -> list[list[PipelineRow]]:
     """Rows of one size, dtype and batch: the models compared side by side."""
     groups: dict[tuple[int, str, int], list[PipelineRow]] = {}
@@ -271,16 +311,12 @@ def _is_median(value: float, values: list[float]) -> bool:
 
 
 def _add_ratios(rows: list[PipelineRow]) -> None:
-    def find(backbone: str, size: int, dtype: str, batch: int) -> PipelineRow | None:
-        return next((r for r in rows if (r.backbone, r.size, r.dtype, r.batch) == (backbone, size, dtype, batch)
-                     and r.images_per_s), None)
-
-    for r in rows:
-        if not r.images_per_s:
-            continue
-        pe = next((p for p in rows if p.is_pe and (p.size, p.dtype, p.batch) == (r.size, r.dtype, r.batch)
-                   and p.images_per_s), None)
-        fp32, b1 = find(r.backbone, r.size, 'fp32', r.batch), find(r.backbone, r.size, r.dtype, 1)
+    measured = {_key(r): r for r in rows if r.images_per_s}
+    for r in measured.values():
+        pe = next((p for p in measured.values() if p.is_pe and (p.size, p.dtype, p.batch) == (r.size, r.dtype,
+                                                                                                r.batch)), None)
+        fp32 = measured.get((r.backbone, r.runtime, r.size, 'fp32', r.batch))
+        b1 = measured.get((r.backbone, r.runtime, r.size, r.dtype, 1))
         r.ratio_to_pe = r.images_per_s / pe.images_per_s if pe else None
         r.speedup_vs_fp32 = r.images_per_s / fp32.images_per_s if fp32 and r.dtype != 'fp32' else None
         r.speedup_vs_batch1 = r.images_per_s / b1.images_per_s if b1 and r.batch != 1 else None
@@ -297,11 +333,11 @@ def format_pipeline(result: PipelineResult) -> str:
     lines = [f'`sam3-cradio segment` over {c["images"]} images ({c["folder"]}), text "{c["text"]}", threshold '
              f'{c["threshold"]}, formats {", ".join(c["formats"])}; {c["threads"]} threads, random weights'
              + (f', 1-min load average {load[0]:.1f} at the start' if load else '') + ':', '',
-             '| backbone | input | window | dtype | batch | images/s | x PE | x fp32 | x batch 1 | s/image | '
-             'model share | outside model | writing (s) | detections/image |', '|' + '---|' * 14]
+             '| backbone | input | window | trunk | dtype | batch | images/s | x PE | x fp32 | x batch 1 | s/image | '
+             'model share | outside model | writing (s) | detections/image |', '|' + '---|' * 15]
     for r in result.rows:
-        head = f'| {r.label} | {r.input} | {format_window(r.window)}{" (own)" if r.is_pe else ""} | {r.dtype} | ' \
-               f'{r.batch} |'
+        head = f'| {r.label} | {r.input} | {format_window(r.window)}{" (own)" if r.is_pe else ""} | {r.runtime} | ' \
+               f'{r.dtype} | {r.batch} |'
         if not r.ok or not r.images_per_s:
             lines.append(f'{head} {f"skipped: {r.reason}" if not r.ok else "not run yet"} |' + ' |' * 8)
             continue
@@ -332,19 +368,20 @@ def plot_pipeline(result: PipelineResult, path: Path) -> Path:
     for ax, size in zip(axes, sizes):
         at = [r for r in rows if r.size == size]
         groups = list(dict.fromkeys((r.dtype, r.batch) for r in at))
-        models = list(dict.fromkeys((r.backbone, r.label, format_window(r.window)) for r in at))
+        models = list(dict.fromkeys((r.backbone, r.runtime, r.label, format_window(r.window)) for r in at))
         width = 0.8 / max(len(models), 1)
-        for k, (name, label, window) in enumerate(models):
+        for k, (name, runtime, label, window) in enumerate(models):
             xs, ys, ratios = [], [], []
             for g, (dtype, batch) in enumerate(groups):
-                r = next((x for x in at if (x.backbone, x.dtype, x.batch) == (name, dtype, batch)), None)
+                r = next((x for x in at if (x.backbone, x.runtime, x.dtype, x.batch) == (name, runtime, dtype, batch)),
+                         None)
                 if r is not None:
                     xs.append(g + (k - (len(models) - 1) / 2) * width)
                     ys.append(r.images_per_s)
                     ratios.append(r.ratio_to_pe)
             pe = not get_backbone(name).is_cradio
             bars = ax.bar(xs, ys, width, color=colors[k % len(colors)], hatch='//' if pe else None,
-                          label=f'{label} W{window}')
+                          label=f'{label} W{window}' + ('' if runtime == 'torch' else f' ({runtime})'))
             if not pe:
                 ax.bar_label(bars, [f'{q:.2f}x' if q else '' for q in ratios], fontsize=7)
         grid = next((r.grid for r in result.rows if r.size == size), size)
@@ -384,7 +421,8 @@ def run_pipeline_cli(a: argparse.Namespace) -> str:
         write_atomic(md, table + '\n')
         return table
 
-    result = run_pipeline(cfg, a.pipeline_models, a.pipeline_batches, images=a.pipeline_images, folder=folder,
+    result = run_pipeline(cfg, a.pipeline_models, a.pipeline_batches, runtimes=a.pipeline_runtimes,
+                          images=a.pipeline_images, folder=folder,
                           image_hw=tuple(a.pipeline_image_size), workers=a.pipeline_workers,
                           threshold=a.pipeline_threshold, rounds=a.pipeline_rounds, on_progress=save)
     table = save(result)
