@@ -465,3 +465,18 @@ def test_pipeline_runs_exported_trunks(tmp_path):
         'cradio_tiny', 96, 'fp32', 1, 'onnxruntime') is ort_row
     assert ort_row.ok and ort_row.images == 2 and ort_row.model_seconds > 0 and ort_row.ratio_to_pe is None
     assert result.config['runtimes'] == ['torch', 'onnxruntime']
+
+
+def test_pipeline_row_takes_the_median_round():
+    from sam3_cradio.bench.pipeline import PipelineRow, _fill
+
+    def metrics(rate: float, detections: int) -> dict:
+        t = {'images': 4, 'images_per_s': rate, 'seconds': 4 / rate, 'model_seconds': 3 / rate,
+             'encoder_seconds': 2 / rate, 'decoder_seconds': 1 / rate, 'writing_seconds': 0.1,
+             'outside_model_share': 0.25}
+        return {'timing': t, 'num_detections': detections, 'num_segmented': 4}
+
+    row = PipelineRow(backbone='cradio_tiny', label='tiny', window=3, size=96, input=96, grid=6, dtype='fp32', batch=1)
+    _fill(row, [metrics(2.0, 8), metrics(1.0, 4), metrics(3.0, 12)])  # the median round is the first one
+    assert row.rounds_images_per_s == [2.0, 1.0, 3.0] and row.images_per_s == 2.0
+    assert row.seconds == 2.0 and row.detections_per_image == 2.0

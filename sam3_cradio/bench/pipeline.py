@@ -183,9 +183,9 @@ def _run_job(folder: Path, out: Path, row: PipelineRow, cfg: BenchConfig, worker
 
 
 def run_pipeline(cfg: BenchConfig, models: Sequence[str] | None = None, batches: Sequence[int] = PIPELINE_BATCHES,
-                 *, runtimes: Sequence[str] = ('torch',), images: int = 16, folder: Path | None = None, image_hw: tuple[int, int] = (1200, 1600),
-                 workers: int | None = None, threshold: float = 0.5, rounds: int = 1,
-                 formats: Sequence[str] = PIPELINE_FORMATS,
+                 *, runtimes: Sequence[str] = ('torch',), images: int = 16, folder: Path | None = None,
+                 image_hw: tuple[int, int] = (1200, 1600), workers: int | None = None, threshold: float = 0.5,
+                 rounds: int = 1, formats: Sequence[str] = PIPELINE_FORMATS,
                  on_progress: Callable[[PipelineResult], Any] | None = None) -> PipelineResult:
     """Time the segment job for PE (unless ``cfg.pe`` is False) and each of ``models`` ('NAME:WINDOW'; default:
     the registry's :func:`~sam3_cradio.registry.speed_models`) at each of ``cfg``'s sizes and dtypes and each
@@ -245,6 +245,7 @@ def run_pipeline(cfg: BenchConfig, models: Sequence[str] | None = None, batches:
                   'device': cfg.device, 'seed': cfg.seed, 'threads': torch.get_num_threads(), 'weights': 'random'}
         runs = 0
         exported: dict[tuple[str, int], Path] = {}  # (model, px) -> ONNX file, shared by the runtimes and dtypes
+        measured: dict[tuple[str, str, int, str, int], list[dict[str, Any]]] = {}  # a row's rounds: job metrics
         for level in _groups(planned):
             for _ in range(rounds):
                 for row in (r for r in level if r.ok):
@@ -253,26 +254,30 @@ def run_pipeline(cfg: BenchConfig, models: Sequence[str] | None = None, batches:
                     runs += 1
                     onnx = None if row.runtime == 'torch' else _exported(row, cfg, Path(tmp), exported)
                     m = _run_job(folder, Path(tmp) / f'run_{runs}', row, cfg, workers, threshold, formats, onnx)
-                    t = m['timing']
-                    row.rounds_images_per_s.append(t['images_per_s'])
-                    if row.images_per_s is None or _is_median(t['images_per_s'], row.rounds_images_per_s):
-                        row.images, row.images_per_s = t['images'], t['images_per_s']
-                        row.seconds, row.model_seconds = t['seconds'], t['model_seconds']
-                        row.encoder_seconds, row.decoder_seconds = t['encoder_seconds'], t['decoder_seconds']
-                        row.writing_seconds, row.outside_model_share = t['writing_seconds'], t['outside_model_share']
-                        row.detections_per_image = m['num_detections'] / max(m['num_segmented'], 1)
+                    rounds_done = measured.setdefault(_key(row), [])
+                    rounds_done.append(m)
+                    _fill(row, rounds_done)
                     if on_progress is not None:
                         on_progress(_result(planned, config, cfg, t_start, load_start))
     return _result(planned, config, cfg, t_start, load_start)
+
+
+def _fill(row: PipelineRow, rounds: list[dict[str, Any]]) -> None:
+    """The row's numbers from its rounds' job metrics: images/s their median, the rest from the median round."""
+    rates = [m['timing']['images_per_s'] for m in rounds]
+    median = sorted(rounds, key=lambda m: m['timing']['images_per_s'])[(len(rounds) - 1) // 2]
+    t = median['timing']
+    row.rounds_images_per_s, row.images_per_s, row.images = rates, float(np.median(rates)), t['images']
+    row.seconds, row.model_seconds = t['seconds'], t['model_seconds']
+    row.encoder_seconds, row.decoder_seconds = t['encoder_seconds'], t['decoder_seconds']
+    row.writing_seconds, row.outside_model_share = t['writing_seconds'], t['outside_model_share']
+    row.detections_per_image = median['num_detections'] / max(median['num_segmented'], 1)
 
 
 def _result(rows: list[PipelineRow], config: dict[str, Any], cfg: BenchConfig, t_start: float,
             load_start: tuple[float, ...]) -> PipelineResult:
     from ..evaluation.runner import environment
 
-    for r in rows:
-        if r.rounds_images_per_s:
-            r.images_per_s = float(np.median(r.rounds_images_per_s))
     _add_ratios(rows)
     meta = {**environment(torch.device(cfg.device)), 'seconds': time.perf_counter() - t_start,
             'loadavg_start': list(load_start), 'loadavg_end': list(os.getloadavg())}
@@ -304,10 +309,6 @@ def _groups(rows: list[PipelineRow]) -> list[list[PipelineRow]]:
     for r in rows:
         groups.setdefault((r.size, r.dtype, r.batch), []).append(r)
     return list(groups.values())
-
-
-def _is_median(value: float, values: list[float]) -> bool:
-    return value == sorted(values)[(len(values) - 1) // 2]
 
 
 def _add_ratios(rows: list[PipelineRow]) -> None:
