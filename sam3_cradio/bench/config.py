@@ -224,14 +224,14 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
                     help='photos to make from the package\'s examples (default 16)')
     pl.add_argument('--pipeline-image-size', nargs=2, type=int, default=[1200, 1600], metavar=('H', 'W'),
                     help='their size (default 1200 1600)')
-    pl.add_argument('--pipeline-folder', type=Path, default=None,
+    pl.add_argument('--pipeline-folder', type=Path, default=None, metavar='DIR',
                     help='segment this folder of images instead of made photos')
-    pl.add_argument('--pipeline-workers', type=int, default=None,
+    pl.add_argument('--pipeline-workers', type=int, default=None, metavar='N',
                     help='decoding processes (default: as segment, CPUs - 1, at most 4)')
-    pl.add_argument('--pipeline-threshold', type=float, default=0.5,
+    pl.add_argument('--pipeline-threshold', type=float, default=0.5, metavar='T',
                     help='detection score threshold (default 0.5, as segment; the detections/image column says '
                          'how many masks the random weights left to post-process)')
-    pl.add_argument('--pipeline-rounds', type=int, default=1,
+    pl.add_argument('--pipeline-rounds', type=int, default=1, metavar='N',
                     help='times each model runs over the folder, in turn with the others (default 1)')
     ex = p.add_argument_group('exemplar boxes (sam3_cradio/bench/exemplars.py)')
     ex.add_argument('--exemplars', action='store_true',

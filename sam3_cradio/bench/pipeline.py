@@ -199,8 +199,8 @@ def run_pipeline(cfg: BenchConfig, models: Sequence[str] | None = None, batches:
     cfg = cfg.resolved()
     formats = check_formats(formats)
     batches = list(dict.fromkeys(int(b) for b in batches))
-    if not batches or min(batches) < 1 or rounds < 1:
-        raise ValueError(f'need batch sizes >= 1 and rounds >= 1, got {batches} and {rounds}')
+    if not batches or min(batches) < 1 or rounds < 1 or (folder is None and images < 1):
+        raise ValueError(f'need batch sizes >= 1, rounds >= 1 and images >= 1, got {batches}, {rounds} and {images}')
     chosen = _models(models, cfg.tiny)
     runtimes = list(dict.fromkeys(runtimes))
     unavailable = {rt: runtime_unavailable(rt) for rt in runtimes}
