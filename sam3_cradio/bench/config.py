@@ -9,9 +9,9 @@ from typing import Any
 
 from ..assets import CRADIO_TINY_DIR
 from ..build import DTYPES  # the dtypes --dtype takes everywhere
-from ..registry import BACKBONES, GLOBAL, Backbone, Window, get_backbone, parse_window, speed_models
+from ..registry import BACKBONES, GLOBAL, Backbone, Window, get_backbone, parse_model, parse_window, speed_models
 
-__all__ = ['BenchConfig', 'DTYPES', 'add_arguments', 'config_from_args']
+__all__ = ['BenchConfig', 'DTYPES', 'add_arguments', 'config_from_args', 'cradio_models']
 
 OFF_GRID = ('skip', 'nearest')
 RSS_METHODS = ('auto', 'vmhwm', 'sampler')
@@ -139,6 +139,18 @@ class BenchConfig:
     def from_dict(cls, d: dict[str, Any]) -> BenchConfig:
         return cls(**{**d, 'image_hw': tuple(d['image_hw']),
                       'fixture': Path(d['fixture']) if d.get('fixture') is not None else None})
+
+
+def cradio_models(models: Sequence[str] | None, tiny: bool, why: str) -> list[tuple[str, Window | None]]:
+    """(name, window) of ``models`` ('NAME:WINDOW'; default: the registry's ``speed_models``), C-RADIO only: a PE
+    name is refused, ``why`` saying what the C-RADIO models are for."""
+    out = []
+    for m in models or speed_models(tiny):
+        b, w = parse_model(m)
+        if not b.is_cradio:
+            raise ValueError(f"{b.name} is SAM3's own encoder; {why}")
+        out.append((b.name, w))
+    return out
 
 
 def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:

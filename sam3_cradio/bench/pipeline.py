@@ -37,14 +37,17 @@ import numpy as np
 import torch
 
 from ..files import write_atomic
-from ..registry import GLOBAL, Window, format_window, get_backbone, parse_model, resolve, speed_models
-from .config import BenchConfig, config_from_args
+from ..registry import GLOBAL, Window, format_window, get_backbone, resolve
+from .config import BenchConfig, config_from_args, cradio_models
 
 __all__ = ['PIPELINE_SIZES', 'PIPELINE_BATCHES', 'PIPELINE_FORMATS',
            'PipelineRow', 'PipelineResult', 'make_photo_folder', 'run_pipeline', 'format_pipeline', 'plot_pipeline',
            'run_pipeline_cli']
 
 _logger = logging.getLogger(__name__)
+
+_WHY = ('every row is compared with it; list C-RADIO models (NAME:WINDOW), and --no-pe to leave PE '
+        'out')
 
 # 768 px is a 48 x 48 grid: both windows divide it, and PE (672 px) needs no padding for its 24-token windows
 PIPELINE_SIZES = (1152, 768)
@@ -154,16 +157,6 @@ def _key(r: PipelineRow) -> tuple[str, str, int, str, int]:
     return r.backbone, r.runtime, r.size, r.dtype, r.batch
 
 
-def _models(models: Sequence[str] | None, tiny: bool) -> list[tuple[str, Window | None]]:
-    out = []
-    for m in models or speed_models(tiny):
-        b, w = parse_model(m)
-        if not b.is_cradio:
-            raise ValueError(f'{b.name} is SAM3\'s own encoder, which every row is compared with; list C-RADIO '
-                             f'models (NAME:WINDOW), and --no-pe to leave PE out')
-        out.append((b.name, w))
-    return out
-
 
 def _run_job(folder: Path, out: Path, row: PipelineRow, cfg: BenchConfig, workers: int | None,
              threshold: float, formats: Sequence[str], trunk_model: Path | None) -> dict[str, Any]:
@@ -201,7 +194,7 @@ def run_pipeline(cfg: BenchConfig, models: Sequence[str] | None = None, batches:
     batches = list(dict.fromkeys(int(b) for b in batches))
     if not batches or min(batches) < 1 or rounds < 1 or (folder is None and images < 1):
         raise ValueError(f'need batch sizes >= 1, rounds >= 1 and images >= 1, got {batches}, {rounds} and {images}')
-    chosen = _models(models, cfg.tiny)
+    chosen = cradio_models(models, cfg.tiny, _WHY)
     runtimes = list(dict.fromkeys(runtimes))
     unavailable = {rt: runtime_unavailable(rt) for rt in runtimes}
     if unavailable.get('torch') is not None or not runtimes:
@@ -407,7 +400,7 @@ def run_pipeline_cli(a: argparse.Namespace) -> str:
         a.sizes = list(PIPELINE_SIZES)
     cfg = config_from_args(a)
     json_path = Path(a.json).with_name(f'{Path(a.json).stem}_pipeline.json')
-    models = _models(a.pipeline_models, a.tiny)
+    models = cradio_models(a.pipeline_models, a.tiny, _WHY)
     if a.dry_run:
         r = cfg.resolved()
         names = [f'{n}:{format_window(w) if w is not None else GLOBAL}' for n, w in models]

@@ -29,8 +29,8 @@ from typing import Any
 import torch
 
 from ..files import write_atomic
-from ..registry import GLOBAL, ModelSpec, Window, format_window, get_backbone, parse_model, resolve, speed_models
-from .config import BenchConfig, config_from_args
+from ..registry import GLOBAL, ModelSpec, Window, format_window, get_backbone, resolve
+from .config import BenchConfig, config_from_args, cradio_models
 from .measure import TimedCall, interleave
 from .rows import Measurement
 
@@ -38,6 +38,8 @@ __all__ = ['RuntimeRow', 'RuntimeExport', 'RuntimeResult', 'run_runtimes',
            'format_runtimes', 'run_runtimes_cli']
 
 _logger = logging.getLogger(__name__)
+
+_WHY = 'the runtime comparison exports C-RADIO trunks'
 
 
 
@@ -126,15 +128,6 @@ def _runtimes(runtimes: Sequence[str]) -> list[str]:
     # torch eager fp32 is what every row is compared with: always measured, first
     return ['torch', *dict.fromkeys(r for r in runtimes if r != 'torch')]
 
-
-def _models(models: Sequence[str] | None, tiny: bool) -> list[tuple[str, Window | None]]:
-    out = []
-    for m in models or speed_models(tiny):
-        b, w = parse_model(m)
-        if not b.is_cradio:
-            raise ValueError(f'{b.name} is SAM3\'s own encoder; the runtime comparison exports C-RADIO trunks')
-        out.append((b.name, w))
-    return out
 
 
 def _resident() -> int:
@@ -247,7 +240,7 @@ def run_runtimes(cfg: BenchConfig, runtimes: Sequence[str], models: Sequence[str
     if torch.device(cfg.device).type != 'cpu':
         raise ValueError('the runtime comparison runs on the CPU (onnxruntime and OpenVINO CPU); use --device cpu')
     rts = _runtimes(runtimes)
-    chosen = _models(models, cfg.tiny)
+    chosen = cradio_models(models, cfg.tiny, _WHY)
     compat.apply_cpu_shims()
     t_start = time.perf_counter()
     load_start = os.getloadavg()  # other processes on the machine: interleaving spreads, not removes, their noise
@@ -323,7 +316,7 @@ def run_runtimes_cli(a: argparse.Namespace) -> str:
     returns the text to print."""
     cfg = config_from_args(a)
     json_path = Path(a.json).with_name(f'{Path(a.json).stem}_runtimes.json')
-    rts, models = _runtimes(a.runtimes), _models(a.runtime_models, a.tiny)
+    rts, models = _runtimes(a.runtimes), cradio_models(a.runtime_models, a.tiny, _WHY)
     if a.dry_run:
         r = cfg.resolved()
         names = [f'{n}:{format_window(w) if w is not None else GLOBAL}' for n, w in models]
