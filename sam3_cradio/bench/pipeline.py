@@ -3,7 +3,7 @@
 C-RADIO model, at batch 1 and 4, per size and dtype, and reports images/s and the share of the time spent outside
 the model.
 
-What is timed is the job as users run it, from the model being built to the last file written: JPEG decoding and
+What is timed is the job as users run it, from the model built to the last file written: JPEG decoding and
 resizing in DataLoader workers, the trunk over a batch, SAM3's decoder per image, the results' RLE encoding, the
 records and the output files (``coco``, ``json``, ``png`` by default). The job's own clock
 (:class:`~sam3_cradio.jobs.segment.JobTiming`, ``summary.json`` ``metrics.timing``) splits it into the model (the
@@ -39,6 +39,7 @@ import torch
 from ..files import write_atomic
 from ..registry import GLOBAL, Window, format_window, get_backbone, resolve
 from .config import BenchConfig, config_from_args, cradio_models
+from .report import _fmt
 
 __all__ = ['PIPELINE_SIZES', 'PIPELINE_BATCHES', 'PIPELINE_FORMATS',
            'PipelineRow', 'PipelineResult', 'make_photo_folder', 'run_pipeline', 'format_pipeline', 'plot_pipeline',
@@ -315,9 +316,6 @@ def _add_ratios(rows: list[PipelineRow]) -> None:
         r.speedup_vs_fp32 = r.images_per_s / fp32.images_per_s if fp32 and r.dtype != 'fp32' else None
         r.speedup_vs_batch1 = r.images_per_s / b1.images_per_s if b1 and r.batch != 1 else None
 
-
-def _fmt(x: float | None, spec: str, suffix: str = '') -> str:
-    return '-' if x is None else f'{x:{spec}}{suffix}'
 
 
 def format_pipeline(result: PipelineResult) -> str:

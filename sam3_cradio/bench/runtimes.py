@@ -32,6 +32,7 @@ from ..files import write_atomic
 from ..registry import GLOBAL, ModelSpec, Window, format_window, get_backbone, resolve
 from .config import BenchConfig, config_from_args, cradio_models
 from .measure import TimedCall, interleave
+from .report import _fmt
 from .rows import Measurement
 
 __all__ = ['RuntimeRow', 'RuntimeExport', 'RuntimeResult', 'run_runtimes',
@@ -274,9 +275,6 @@ def run_runtimes(cfg: BenchConfig, runtimes: Sequence[str], models: Sequence[str
                    'loadavg_start': list(load_start), 'loadavg_end': list(os.getloadavg())}
     return result
 
-
-def _fmt(x: float | None, spec: str, suffix: str = '') -> str:
-    return '-' if x is None else f'{x:{spec}}{suffix}'
 
 
 def format_runtimes(result: RuntimeResult) -> str:
