@@ -366,9 +366,16 @@ def export_trunk_module(
         adaptors=(trunk.adaptor,), weights_sha256=weights_sha256, weights_source=weights_source,
         patch_size=spec.backbone.patch_size, channels=int(trunk.channel_list[-1]), input_name='images',
         output_names=('features',), opset=opset, versions=_versions())
+    # SAM3's normalisation: inputs in [-1, 1]
+    return _export_timed(_TrunkGraph(trunk), info, out, -1.0, verify, seed)
+
+
+def _export_timed(graph: nn.Module, info: ExportInfo, out: Path, low: float, verify: Sequence[str],
+                  seed: int) -> ExportResult:
+    """Trace ``graph`` on a seeded batch of 2 inputs uniform in [``low``, 1] at ``info``'s size, write ``out``,
+    time it, and run it once in each runtime of ``verify``."""
     gen = torch.Generator().manual_seed(seed)
-    example = torch.rand(2, 3, spec.resolution, spec.resolution, generator=gen) * 2 - 1
-    graph = _TrunkGraph(trunk)
+    example = torch.rand(2, 3, info.resolution, info.resolution, generator=gen) * (1 - low) + low
     t0 = time.perf_counter()
     _logger.info('exporting %s to %s', info.describe(), out)
     files = _export(graph, example, info, out)
@@ -445,15 +452,8 @@ def export_encoder(
         kind='encoder', backbone=spec.name, resolution=spec.resolution, window=spec.window, adaptors=adaptors,
         weights_sha256=sha, weights_source=source, patch_size=spec.backbone.patch_size, channels=0,
         input_name='rgb', output_names=encoder_output_names(adaptors), opset=opset, versions=_versions())
-    gen = torch.Generator().manual_seed(seed)
-    example = torch.rand(2, 3, spec.resolution, spec.resolution, generator=gen)
-    graph = _EncoderGraph(encoder, adaptors)
-    t0 = time.perf_counter()
-    _logger.info('exporting %s to %s', info.describe(), out)
-    files = _export(graph, example, info, out)
-    result = ExportResult(info, out, files, time.perf_counter() - t0)
-    _verify(result, graph, verify, seed + 1)
-    return result
+    # the encoder's own input: RGB in [0, 1]
+    return _export_timed(_EncoderGraph(encoder, adaptors), info, out, 0.0, verify, seed)
 
 
 # --------------------------------------------------------------------------------------------------------------
