@@ -616,11 +616,16 @@ def test_an_interrupt_swallowed_inside_a_unit_still_stops_the_run(tmp_path):
         return {'x': i}
 
     out = tmp_path / 'toy'
-    with pytest.raises(RunInterrupted) as e:
-        run_eval(_toy_spec(work), _run_args(out))
+    # Python's own handler, as in a terminal: a shell starts background jobs (pytest ... &) with SIGINT ignored
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(RunInterrupted) as e:
+            run_eval(_toy_spec(work), _run_args(out))
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler was put back
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert str(e.value) == f'interrupted after 3 of 6 images ({out}); run the same command to resume'
     assert sorted(RecordStore(out).read_all()) == [0, 1, 2] and not (out / 'metrics.json').exists()
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler was put back
     result = run_eval(_toy_spec(lambda i: {'x': i}), _run_args(out))  # the same command resumes
     assert result['predicted_this_run'] == 3 and result['metrics'] == {'n': 6, 'sum': 15}
 
