@@ -16,7 +16,9 @@ import torch
 from torch import nn
 
 from .checkpoint import CheckpointError, HubFile, check_keys, hub_download, safe_torch_load
-from .registry import ModelSpec, Window, resolve
+from .options import DTYPES as DTYPE_CHOICES
+from .options import ModelOptions, resolve_build
+from .registry import DEFAULT_BACKBONE, ModelSpec, Window, resolve
 
 _logger = logging.getLogger(__name__)
 
@@ -132,51 +134,6 @@ def compose_config(spec: ModelSpec | str, overrides: Sequence[str] = ()) -> Any:
     """
     spec = spec if isinstance(spec, ModelSpec) else resolve(spec)
     return compose_yaml(CONFIG_DIR, spec.backbone.config, [*spec.hydra_overrides(), *overrides])
-
-
-# Overrides that change a backbone fact: folded into resolve() so that they are checked like the arguments.
-_FACT_KEYS = {'backbone.image_size': 'resolution', 'backbone.window_size': 'window'}
-
-
-def _split_fact_overrides(overrides: Sequence[str]) -> tuple[dict[str, str], list[str]]:
-    facts, rest = {}, []
-    for o in overrides:
-        key, sep, value = o.lstrip('+').partition('=')
-        if sep and key in _FACT_KEYS:
-            facts[_FACT_KEYS[key]] = value
-        else:
-            rest.append(o)
-    return facts, rest
-
-
-def resolve_build(
-        backbone: str | ModelSpec,
-        window_size: Window | str | None = None,
-        resolution: int | None = None,
-        overrides: Sequence[str] = (),
-) -> tuple[ModelSpec, list[str]]:
-    """The checked :class:`ModelSpec` of a build and the overrides left once the backbone facts are taken out.
-
-    ``backbone.image_size=`` / ``backbone.window_size=`` overrides are accepted as the ``resolution`` /
-    ``window_size`` arguments are (and checked alike); giving both ways for one fact is an error.
-    """
-    facts, rest = _split_fact_overrides(overrides)
-    if isinstance(backbone, ModelSpec):
-        if window_size is not None or resolution is not None or facts:
-            raise ValueError('a ModelSpec fixes window and resolution; do not pass them again')
-        return backbone, rest
-    if 'window' in facts:
-        if window_size is not None:
-            raise ValueError(f'window given twice: window_size={window_size!r} and backbone.window_size={facts["window"]}')
-        window_size = 'global' if facts['window'] in ('null', 'None', '~') else facts['window']
-    if 'resolution' in facts:
-        if resolution is not None:
-            raise ValueError(f'resolution given twice: {resolution} and backbone.image_size={facts["resolution"]}')
-        try:
-            resolution = int(facts['resolution'])
-        except ValueError:
-            raise ValueError(f'backbone.image_size must be a whole number of pixels, got {facts["resolution"]!r}') from None
-    return resolve(backbone, window_size, resolution), rest
 
 
 def build_trunk(
@@ -301,7 +258,7 @@ def _instantiate(node: Any) -> nn.Module:
         raise
 
 
-DTYPES = {'fp32': torch.float32, 'bf16': torch.bfloat16}
+DTYPES = dict(zip(DTYPE_CHOICES, (torch.float32, torch.bfloat16)))  # --dtype's names -> torch dtypes
 DTYPE_NAMES = {v: k for k, v in DTYPES.items()}
 
 
@@ -343,7 +300,7 @@ def _pick(ours: Any, theirs: Any, names: str) -> Any:
 
 
 def build_sam3(
-        backbone: str | ModelSpec = 'cradio_v4_h',
+        backbone: str | ModelSpec | ModelOptions = DEFAULT_BACKBONE,
         window_size: Window | str | None = None,
         mode: str = 'image',
         *,
@@ -370,7 +327,9 @@ def build_sam3(
 
     Args:
         backbone: a registered backbone (:mod:`sam3_cradio.registry`): 'cradio_v4_h', 'cradio_v4_so400m',
-            'pe' (SAM3's own encoder), 'cradio_tiny' (tests); ``'NAME:WINDOW'``; or a resolved ``ModelSpec``.
+            'pe' (SAM3's own encoder), 'cradio_tiny' (tests); ``'NAME:WINDOW'``; a resolved ``ModelSpec``; or
+            checked :class:`~sam3_cradio.options.ModelOptions` (what the commands pass): they carry the window,
+            resolution, weights, device, dtype and trunk runtime, and those arguments are then not given again.
         window_size: C-RADIO ViTDet window in tokens, or 'global'; it must divide the token grid (72 at 1152 px:
             6, 8, 9, 12, 18, 24, ...). None (default) keeps the backbone's default: global for C-RADIO, PE's own
             24. PE's window is fixed by its checkpoint: passing one for it is an error.
@@ -411,6 +370,8 @@ def build_sam3(
         ``model.sam3_cradio_spec`` the resolved backbone choice and ``model.sam3_cradio_cfg`` the backbone config
         and the weight report (SAM3 keys loaded, trunk keys dropped, keys ignored by design).
     """
+    if isinstance(backbone, ModelOptions):
+        return _build_from_options(backbone, mode, locals())
     from omegaconf import OmegaConf
 
     from . import compat
@@ -493,8 +454,25 @@ def build_sam3(
     return model
 
 
+# build_sam3's arguments that ModelOptions carry, with their defaults: given beside ModelOptions they must keep them
+_OPTION_ARGS = {'window_size': None, 'resolution': None, 'overrides': (), 'pretrained': None, 'sam3_checkpoint': None,
+                'cradio_checkpoint': None, 'device': None, 'dtype': 'fp32', 'checkpoint_path': None,
+                'load_from_HF': None, 'trunk_runtime': None, 'trunk_model': None}
+
+
+def _build_from_options(options: ModelOptions, mode: str, args: dict[str, Any]) -> nn.Module:
+    given = [k for k, default in _OPTION_ARGS.items() if args[k] != default and not (k == 'overrides' and not args[k])]
+    if given:
+        raise ValueError(f'ModelOptions carry {", ".join(given)}; set them in the options, not again here')
+    if options.seed is not None:
+        torch.manual_seed(options.seed)
+    rest = {k: args[k] for k in ('interactive', 'bpe_path', 'eval_mode', 'enable_segmentation',
+                                 'enable_inst_interactivity', 'compile')}
+    return build_sam3(options.spec, mode=mode, **options.build_kwargs(), **rest)
+
+
 def build_sam3_video_predictor(
-        backbone: str | ModelSpec = 'cradio_v4_h',
+        backbone: str | ModelSpec | ModelOptions = DEFAULT_BACKBONE,
         window_size: Window | str | None = None,
         *,
         async_loading_frames: bool = False,

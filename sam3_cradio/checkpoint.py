@@ -18,6 +18,8 @@ from typing import Any
 
 import torch
 
+from .files import save_atomic
+
 _logger = logging.getLogger(__name__)
 
 __all__ = [
@@ -262,11 +264,8 @@ def save_radio_checkpoint(
     dtype = torch.float16 if half else None
     sd = {k: (v.detach().to('cpu', dtype) if v.is_floating_point() else v.detach().cpu())
           for k, v in state_dict.items()}
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + '.tmp')
-    torch.save({'state_dict': sd, 'args': args}, tmp)
-    os.replace(tmp, path)  # never leave a half-written checkpoint under the real name
+    # never leave a half-written checkpoint under the real name
+    save_atomic(path, lambda tmp: torch.save({'state_dict': sd, 'args': args}, tmp))
 
 
 def check_keys(

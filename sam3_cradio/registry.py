@@ -22,13 +22,15 @@ from typing import Literal
 
 __all__ = [
     'GLOBAL', 'Window', 'Backbone', 'ModelSpec', 'BACKBONES', 'register_backbone', 'get_backbone', 'list_backbones',
-    'resolve', 'parse_window', 'parse_model', 'format_window', 'window_to_hydra', 'window_from_hydra',
-    'speed_models',
+    'resolve', 'parse_window', 'parse_model', 'format_window', 'format_model', 'window_tokens', 'window_from_tokens',
+    'window_to_hydra', 'speed_models', 'DEFAULT_BACKBONE',
 ]
 
 GLOBAL = 'global'
 # An explicit window choice: 'global' or a ViTDet window in tokens.
 Window = int | Literal['global']
+# The backbone every command and ``build_sam3`` use when none is named.
+DEFAULT_BACKBONE = 'cradio_v4_h'
 
 
 @dataclass(frozen=True)
@@ -136,7 +138,12 @@ class ModelSpec:
     @property
     def window_size(self) -> int | None:
         """The window as the model takes it (None = global attention)."""
-        return None if self.window == GLOBAL else int(self.window)
+        return window_tokens(self.window)
+
+    @property
+    def model_name(self) -> str:
+        """``NAME:WINDOW``, what ``--backbone`` takes back: 'cradio_v4_h:8', 'pe:24'."""
+        return format_model(self.name, self.window)
 
     def hydra_overrides(self) -> list[str]:
         """The overrides that fill the config's backbone facts (``configs/<config>.yaml`` leaves them ``???``)."""
@@ -246,13 +253,26 @@ def format_window(window: Window) -> str:
     return GLOBAL if window == GLOBAL else str(int(window))
 
 
+def format_model(name: str, window: Window | None) -> str:
+    """``NAME:WINDOW`` (a window not given reads 'global'): 'cradio_v4_so400m:12', 'cradio_v4_h:global'."""
+    return f'{name}:{format_window(GLOBAL if window is None else window)}'
+
+
+def window_tokens(window: Window | None) -> int | None:
+    """The one conversion to what the models take (timm's convention): tokens per window side, None for global
+    attention (or no window given)."""
+    return None if window is None or window == GLOBAL else int(window)
+
+
+def window_from_tokens(value: int | None) -> Window:
+    """The inverse of :func:`window_tokens`: a model's (or a config's) ``window_size`` as a :data:`Window`."""
+    return GLOBAL if value is None else int(value)
+
+
 def window_to_hydra(window: Window) -> str:
     """The hydra override value: ``null`` is global attention in the configs."""
-    return 'null' if window == GLOBAL else str(int(window))
-
-
-def window_from_hydra(value: int | None) -> Window:
-    return GLOBAL if value is None else int(value)
+    w = window_tokens(window)
+    return 'null' if w is None else str(w)
 
 
 def parse_model(text: str) -> tuple[Backbone, Window | None]:

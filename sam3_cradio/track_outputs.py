@@ -36,6 +36,7 @@ import json
 import logging
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -45,15 +46,52 @@ from PIL import Image
 from .files import save_atomic, write_atomic
 
 if TYPE_CHECKING:
-    from .video import VideoFrameResult
+    import supervision as sv
 
-__all__ = ['LAYOUTS', 'MAX_DAVIS_OBJECTS', 'davis_palette', 'ObjectLabels', 'VosMaskWriter', 'VosRootWriter',
+__all__ = ['VideoFrameResult', 'LAYOUTS', 'MAX_DAVIS_OBJECTS', 'davis_palette', 'ObjectLabels', 'VosMaskWriter', 'VosRootWriter',
            'TrackJsonWriter', 'read_davis_masks']
 
 _logger = logging.getLogger(__name__)
 
 LAYOUTS = ('davis', 'sav')
 MAX_DAVIS_OBJECTS = 254  # label values 1..254; 255 is DAVIS's void
+
+
+@dataclass
+class VideoFrameResult:
+    """The objects on one frame, in the original video's pixels.
+
+    Attributes:
+        frame_idx: the frame.
+        obj_ids: (N,) int64 object ids, stable across frames.
+        masks: (N, H, W) bool at the original video resolution.
+        boxes: (N, 4) float32 xyxy pixels of each mask (``[x0, y0, x1 + 1, y1 + 1]``), inside the frame.
+        scores: (N,) float32: the object's detection score (1.0 for objects from clicks or boxes).
+        prompt_obj_id: for the result of ``add_box`` / ``add_points``: the id of the object the prompt created or
+            refined (it may be missing from ``obj_ids`` when its mask is empty); otherwise None.
+    """
+    frame_idx: int
+    obj_ids: np.ndarray
+    masks: np.ndarray
+    boxes: np.ndarray
+    scores: np.ndarray
+    prompt_obj_id: int | None = None
+
+    def __len__(self) -> int:
+        return len(self.obj_ids)
+
+    def to_detections(self) -> sv.Detections:
+        """The objects as ``supervision.Detections``: ``xyxy``, ``mask``, ``confidence`` (the scores) and
+        ``tracker_id`` (the object ids), for supervision's annotators, trackers and exports."""
+        import supervision as sv
+
+        return sv.Detections(xyxy=self.boxes.astype(np.float32).reshape(-1, 4), mask=self.masks,
+                             confidence=self.scores.astype(np.float32), tracker_id=self.obj_ids.astype(int))
+
+    @classmethod
+    def empty(cls, frame_idx: int, height: int, width: int) -> VideoFrameResult:
+        return cls(frame_idx, np.zeros((0,), np.int64), np.zeros((0, height, width), bool),
+                   np.zeros((0, 4), np.float32), np.zeros((0,), np.float32))
 
 
 def _check_layout(layout: str) -> str:

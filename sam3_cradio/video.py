@@ -61,9 +61,10 @@ from . import compat
 from .files import IMAGE_EXTS, list_image_files
 from .images import to_rgb_array
 from .predictor import check_box, check_points, check_text, masks_to_boxes, warn_if_truncated
+from .track_outputs import VideoFrameResult
 
 if TYPE_CHECKING:
-    import supervision as sv
+    pass
 
 __all__ = [
     'Sam3VideoPredictor', 'VideoFrameResult', 'TrackSummary', 'VideoInfo', 'VideoNotOpenError', 'VideoLike',
@@ -243,47 +244,6 @@ def frame_names(video: VideoLike, num_frames: int) -> list[str]:
 
 def _video_fps(video: VideoLike) -> float | None:
     return probe_video(video).fps if _is_video_file(video) else None
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Results
-# --------------------------------------------------------------------------------------------------------------
-
-@dataclass
-class VideoFrameResult:
-    """The objects on one frame, in the original video's pixels.
-
-    Attributes:
-        frame_idx: the frame.
-        obj_ids: (N,) int64 object ids, stable across frames.
-        masks: (N, H, W) bool at the original video resolution.
-        boxes: (N, 4) float32 xyxy pixels of each mask (``[x0, y0, x1 + 1, y1 + 1]``), inside the frame.
-        scores: (N,) float32: the object's detection score (1.0 for objects from clicks or boxes).
-        prompt_obj_id: for the result of ``add_box`` / ``add_points``: the id of the object the prompt created or
-            refined (it may be missing from ``obj_ids`` when its mask is empty); otherwise None.
-    """
-    frame_idx: int
-    obj_ids: np.ndarray
-    masks: np.ndarray
-    boxes: np.ndarray
-    scores: np.ndarray
-    prompt_obj_id: int | None = None
-
-    def __len__(self) -> int:
-        return len(self.obj_ids)
-
-    def to_detections(self) -> sv.Detections:
-        """The objects as ``supervision.Detections``: ``xyxy``, ``mask``, ``confidence`` (the scores) and
-        ``tracker_id`` (the object ids), for supervision's annotators, trackers and exports."""
-        import supervision as sv
-
-        return sv.Detections(xyxy=self.boxes.astype(np.float32).reshape(-1, 4), mask=self.masks,
-                             confidence=self.scores.astype(np.float32), tracker_id=self.obj_ids.astype(int))
-
-    @classmethod
-    def empty(cls, frame_idx: int, height: int, width: int) -> VideoFrameResult:
-        return cls(frame_idx, np.zeros((0,), np.int64), np.zeros((0, height, width), bool),
-                   np.zeros((0, 4), np.float32), np.zeros((0,), np.float32))
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -20,6 +20,14 @@ def _deterministic():
     torch.set_num_threads(2)
 
 
+@pytest.fixture(autouse=True)
+def _console():
+    """Tests that run the CLI's main in this process leave no console set-up (warning format, log levels)."""
+    yield
+    from sam3_cradio.console import reset_console
+    reset_console()
+
+
 @pytest.fixture(scope='session')
 def tiny_dir() -> Path:
     return CRADIO_TINY
@@ -108,3 +116,18 @@ def read_video_frames(path) -> list:
         frames.append(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
     cap.release()
     return frames
+
+
+def run_command(argv: list) -> int:
+    """``sam3-cradio ARGV`` in this process with user errors raised (not turned into exit 2), Ctrl-C as the
+    command line ends it (one line, 130)."""
+    import sys
+
+    from sam3_cradio.cli import build_parser
+
+    a = build_parser().parse_args(argv)
+    try:
+        return a._run(a)
+    except KeyboardInterrupt as e:
+        print(str(e) or 'interrupted', file=sys.stderr)
+        return 130

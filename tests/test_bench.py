@@ -140,8 +140,10 @@ def test_default_fixture_is_the_packaged_one():
     import argparse
 
     from sam3_cradio.assets import CRADIO_TINY_DIR
+    from sam3_cradio.commands.bench import add_arguments
 
-    parser = bench.add_arguments(argparse.ArgumentParser())
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
     assert BenchConfig().fixture == CRADIO_TINY_DIR == parser.parse_args([]).fixture
     assert 'tests' not in CRADIO_TINY_DIR.relative_to(Path(bench.__file__).parents[1]).parts
     assert (CRADIO_TINY_DIR / 'model.pth.tar').is_file()

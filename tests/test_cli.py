@@ -15,6 +15,7 @@ from PIL import Image
 from conftest import CRADIO_TINY, IMAGES
 from sam3_cradio import build, registry
 from sam3_cradio.cli import main
+from sam3_cradio.options import ModelOptions
 from sam3_cradio.registry import resolve
 
 BACKBONES = list(registry.BACKBONES)
@@ -31,6 +32,9 @@ def builds(monkeypatch):
     calls = []
 
     def recording_build(backbone, window_size=None, mode='image', **kwargs):
+        if isinstance(backbone, ModelOptions):  # what the commands pass: the same call with its fields spelled out
+            kwargs = {**backbone.build_kwargs(), **kwargs}
+            backbone = backbone.spec
         spec, _ = build.resolve_build(backbone, window_size, kwargs.get('resolution'), kwargs.get('overrides', ()))
         calls.append((spec, mode, kwargs))
         if spec.backbone.pretrained and mode == 'video':
@@ -145,6 +149,7 @@ def test_ctrl_c_anywhere_in_a_command_is_one_line(monkeypatch, capsys):
     assert capsys.readouterr().err.strip() == 'interrupted'
 
 
+@pytest.mark.slow
 def test_the_command_starts_without_torch():
     """`sam3-cradio` imports nothing heavy before it runs (so Ctrl-C during start-up is handled by main)."""
     import subprocess

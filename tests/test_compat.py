@@ -101,6 +101,7 @@ def test_each_shim_function_is_idempotent():
         assert shim() is False  # already patched: a second application changes nothing
 
 
+@pytest.mark.slow
 def test_shims_are_not_applied_at_import():
     code = ('import sam3_cradio, sam3_cradio.compat as c\n'
             'from sam3.model.position_encoding import PositionEmbeddingSine as P\n'
@@ -354,6 +355,7 @@ def test_connected_components_on_empty_batch(monkeypatch, cuda):
     assert (empty_labels.dtype, empty_counts.dtype) == (labels.dtype, counts.dtype)
 
 
+@pytest.mark.slow
 def test_edt_stub_when_triton_is_missing():
     """Runs in a fresh interpreter where `import triton` fails (None in sys.modules)."""
     block = 'import sys; sys.modules["triton"] = None\n'
@@ -550,6 +552,7 @@ def snapshot():
 '''
 
 
+@pytest.mark.slow
 def test_apply_remove_round_trip_restores_every_object():
     """A fresh interpreter: sam3's attributes before any shim, with the shims, after removing them (the same
     objects, `is`), inside and after the context manager, and after applying again."""

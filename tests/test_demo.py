@@ -34,6 +34,7 @@ import pytest
 from PIL import Image
 
 from conftest import IMAGES, make_tracker_confident, read_video_frames
+from sam3_cradio.commands.demo import parse_args
 from sam3_cradio.demo.inputs import (
     UserError,
     hide_paths,
@@ -45,7 +46,6 @@ from sam3_cradio.demo.inputs import (
     window_menu,
 )
 from sam3_cradio.demo.models import FeatureCache, ModelCache, Sam3Builder, WeightsError
-from sam3_cradio.demo.options import parse_args
 from sam3_cradio.demo.results import Panel, RawResult, page_error, render
 from sam3_cradio.demo.state import DemoState
 from sam3_cradio.registry import get_backbone, resolve
@@ -110,18 +110,19 @@ for m in {GRADIO_MODULES!r}:
     sys.modules[m] = None  # `import gradio` raises ImportError, as without the demo extra
 import sam3_cradio.demo.inputs, sam3_cradio.demo.models, sam3_cradio.demo.options
 import sam3_cradio.demo.results, sam3_cradio.demo.state, sam3_cradio.demo.videos
-from sam3_cradio.demo.app import main
-from sam3_cradio.demo.options import parse_args
+from sam3_cradio.cli import main
+from sam3_cradio.commands.demo import parse_args
 from sam3_cradio.demo.state import DemoState
 loaded = sorted(k for k, v in sys.modules.items() if v is not None and k.split('.')[0] in {GRADIO_MODULES!r})
 assert not loaded, loaded
 st = DemoState(parse_args(['--tiny', '--no-preload']), build=lambda spec, mode: object())
 assert st.models.get(*st.default_key).model is not None
 st.close()
-sys.exit(main(['--tiny']))
+sys.exit(main(['demo', '--tiny']))
 """
 
 
+@pytest.mark.slow
 def test_library_imports_and_runs_without_gradio(tmp_path):
     r = subprocess.run([sys.executable, '-c', NO_GRADIO], cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert r.returncode == 2, r.stderr
@@ -726,6 +727,7 @@ def test_missing_weights_app_starts_and_says_what_to_fetch(tmp_path, small):
 # A real browser
 # ---------------------------------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_browser_text_prompt_screenshot(app, artifacts):
     sync_api = pytest.importorskip('playwright.sync_api', reason='the browser test needs playwright (pip)')
     if not CHROMIUM.is_file():

@@ -17,7 +17,6 @@ from sam3_cradio.distill import (
     dense_shift_loss,
     ema_update,
     load_distill_config,
-    main_distill,
     mesa_loss,
     overlap_box,
     set_trainable,
@@ -284,12 +283,14 @@ def test_interrupt_and_resume_matches_uninterrupted_run(photos, tmp_path):
 
 
 def test_main_distill_cli(photos, tmp_path, capsys):
-    assert main_distill(['--config', 'tiny', '--print-config', 'student.window_size=2']) == 0
+    from conftest import run_command
+
+    assert run_command(['distill', '--config', 'tiny', '--print-config', 'student.window_size=2']) == 0
     assert 'window_size: 2' in capsys.readouterr().out
-    with pytest.raises(SystemExit, match='data.images'):
-        main_distill(['--config', 'tiny', f'run.out_dir={tmp_path}'])
+    with pytest.raises(ValueError, match='data.images'):
+        run_command(['distill', '--config', 'tiny', f'run.out_dir={tmp_path}'])
     with pytest.raises(ValueError, match='known'):
-        main_distill(['--config', 'nope'])
+        run_command(['distill', '--config', 'nope'])
 
 
 def test_cradio_adaptor_teacher_with_angle_loss(photos, tmp_path, tiny_ckpt):

@@ -18,7 +18,6 @@ per process (this machine's 2 cores are shared); model outputs are deterministic
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import signal
@@ -270,9 +269,9 @@ def _records(out: Path) -> int:
 
 def evaluate(argv: list) -> int:
     """``sam3-cradio eval ARGV`` in this process, user errors raised (not turned into exit 2)."""
-    from sam3_cradio.evaluation.cli import main
+    from conftest import run_command
 
-    return main(argv)
+    return run_command(['eval', *argv])
 
 
 @pytest.fixture
@@ -439,6 +438,7 @@ def coco_full(data_root, tmp_path_factory) -> Path:
     return out
 
 
+@pytest.mark.slow
 def test_coco_text_prompts_end_to_end(coco_full):
     result = json.loads((coco_full / 'metrics.json').read_text())
     m = result['metrics']
@@ -454,6 +454,7 @@ def test_coco_text_prompts_end_to_end(coco_full):
     assert '| mask |' in md and '| box |' in md and 'AP50' in md
 
 
+@pytest.mark.slow
 def test_coco_resumes_after_a_kill(data_root, coco_full, tmp_path):
     # killed and resumed through `sam3-cradio eval coco`, compared with the run of the eval/coco.py entry point
     out = tmp_path / 'killed'
@@ -482,6 +483,7 @@ def test_coco_resumes_after_a_kill(data_root, coco_full, tmp_path):
     assert _records(out) == 5
 
 
+@pytest.mark.slow
 def test_coco_torchrun_two_processes_equals_one(data_root, coco_full, tmp_path):
     out = tmp_path / 'ddp'
     args = _coco_args(data_root, out)
@@ -496,6 +498,7 @@ def test_coco_torchrun_two_processes_equals_one(data_root, coco_full, tmp_path):
     assert len(list((out / 'records').glob('rank*.jsonl'))) == 2  # both ranks did a share
 
 
+@pytest.mark.slow
 def test_a_different_run_into_the_same_folder_is_refused(data_root, coco_full):
     args = _coco_args(data_root, coco_full)[1:]
     args[args.index('--min-score') + 1] = '0.4'
@@ -510,8 +513,10 @@ def test_a_different_run_into_the_same_folder_is_refused(data_root, coco_full):
 # Bad overrides, concurrent runs, Ctrl-C (issue 13, items 4-6)
 # ---------------------------------------------------------------------------------------------------------------
 
-def _run_args(out: Path, progress: bool = False) -> argparse.Namespace:
-    return argparse.Namespace(out=out, limit=None, overwrite=False, device='cpu', progress=progress, threads=None)
+def _run_args(out: Path, progress: bool = False):
+    from sam3_cradio.evaluation.runner import RunOptions
+
+    return RunOptions(out=out, device='cpu', progress=progress)
 
 
 def _toy_spec(work, n: int = 6):
@@ -539,9 +544,9 @@ def test_override_typos_and_bad_values_fail_before_anything_is_written(data_root
         err = capsys.readouterr().err
         assert err.startswith(message) and err.count('\n') == 1, err
         assert not out.exists()  # --out untouched: nothing blocks the corrected command
-    # a failure while building (after the folder was prepared) leaves the folder as it was found, too
+    # a refused weights choice leaves the folder as it was found, too
     assert main([*argv, '--sam3-checkpoint', str(tmp_path / 'sam3.pt')]) == 2
-    assert 'sam3_checkpoint was given with pretrained=False' in capsys.readouterr().err
+    assert 'a SAM3 checkpoint was given with random weights' in capsys.readouterr().err
     assert not out.exists()
     # a run.json left by a run that recorded nothing (an older version, a crash at start) does not block either
     out.mkdir()
@@ -551,6 +556,7 @@ def test_override_typos_and_bad_values_fail_before_anything_is_written(data_root
     assert not (out / '.lock').exists()
 
 
+@pytest.mark.slow
 def test_a_folder_in_use_is_refused_naming_the_holder_and_a_dead_holder_does_not_block(data_root, tmp_path):
     from sam3_cradio.evaluation.guards import FolderBusy, FolderLock
 
@@ -586,6 +592,7 @@ def test_a_folder_in_use_is_refused_naming_the_holder_and_a_dead_holder_does_not
         lock.release()
 
 
+@pytest.mark.slow
 def test_two_identical_evaluations_at_once_never_record_twice(data_root, coco_full, tmp_path):
     out = tmp_path / 'same'
     args = ['-m', 'sam3_cradio.cli', 'eval', 'coco', *_coco_args(data_root, out)[1:]]
@@ -601,6 +608,7 @@ def test_two_identical_evaluations_at_once_never_record_twice(data_root, coco_fu
     assert _metrics(out) == _metrics(coco_full)
 
 
+@pytest.mark.slow
 def test_an_interrupt_swallowed_inside_a_unit_still_stops_the_run(tmp_path):
     """sam3's BPE tokenizer has a bare ``except:``: a KeyboardInterrupt raised inside it is lost, and the run went
     on to the end. The run must stop after the unit in progress, whatever became of the exception."""
@@ -630,6 +638,7 @@ def test_an_interrupt_swallowed_inside_a_unit_still_stops_the_run(tmp_path):
     assert result['predicted_this_run'] == 3 and result['metrics'] == {'n': 6, 'sum': 15}
 
 
+@pytest.mark.slow
 def test_an_interrupt_while_the_results_are_written_keeps_the_records(tmp_path):
     from sam3_cradio.evaluation.runner import EvalSpec, RecordStore, Report, RunInterrupted, run_eval
 
@@ -662,6 +671,7 @@ def _wait_for(predicate, proc, seconds: float = 240) -> bool:
     return False
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('when', [0, 1, 2, 3])
 def test_ctrl_c_stops_the_evaluation_with_one_line_and_records_intact(data_root, coco_full, tmp_path, when):
     """A real `sam3-cradio eval coco` subprocess gets SIGINT while its model is built (``when`` = 0) or after
@@ -715,7 +725,7 @@ COMMON = ['--backbone', '--sam3-checkpoint', '--cradio-checkpoint', '--random-we
 @pytest.mark.parametrize('name', list(OPTIONS))
 def test_every_evaluation_has_its_help(name, capsys):
     from sam3_cradio.cli import main
-    from sam3_cradio.evaluation.cli import EVALUATIONS
+    from sam3_cradio.commands.eval import EVALUATIONS
 
     assert list(EVALUATIONS) == list(OPTIONS)
     with pytest.raises(SystemExit) as e:
@@ -727,6 +737,7 @@ def test_every_evaluation_has_its_help(name, capsys):
         assert f' {option}' in out, option
 
 
+@pytest.mark.slow
 def test_eval_lists_the_evaluations_and_scripts_are_the_same_command(capsys):
     from sam3_cradio.cli import main
 
@@ -764,6 +775,7 @@ def test_pe_takes_no_window_and_nothing_is_written(data_root, tmp_path, capsys):
     assert not (tmp_path / 'o').exists()
 
 
+@pytest.mark.slow
 def test_sam3_cradio_eval_coco_with_c_radio_and_pe_in_process(data_root, coco_full, tmp_path, capsys):
     """`sam3-cradio eval coco` in this process: cradio_tiny gives the records the eval/coco.py run gave, and
     pe_tiny (PE's layout, window fixed at 4) runs with no window given; --window-size and --cradio-checkpoint go
@@ -956,7 +968,7 @@ def test_feature_windows_come_from_the_registry(data_root, tmp_path, monkeypatch
     assert not (tmp_path / 'o').exists()
     # without --windows: global and the registry's suggested windows of the 16-token grid
     seen = {}
-    monkeypatch.setattr(features, 'run_models', lambda args, make_spec, anchor, models, echo: seen.setdefault(
+    monkeypatch.setattr(features, 'run_models', lambda models, make_spec, run, anchor, echo: seen.setdefault(
         'labels', make_spec(models[0]).fingerprint['windows']))
     assert evaluate(['features', *argv[:2], '--backbone', 'cradio_tiny', '--random-weights',
                      '--out', str(tmp_path / 'o')]) == 0
@@ -1010,6 +1022,7 @@ def test_several_models_side_by_side_in_one_command(data_root, tmp_path):
         evaluate(['saco-gold', *argv[:-3], 'cradio_tiny:global', '--out', str(out)])
 
 
+@pytest.mark.slow
 def test_video_torchrun_two_processes_equals_one(data_root, tmp_path):
     # sam3's video classes read RANK / WORLD_SIZE to split frames over GPUs; each rank must run whole sequences
     args = ['--dataset', 'davis', '--root', str(data_root / 'davis'), *MODEL_ARGS]

@@ -15,7 +15,9 @@ from conftest import CRADIO_TINY, IMAGES
 pytest.importorskip('onnx', reason='ONNX export needs onnx (pip install "sam3-cradio[export]")')
 pytest.importorskip('onnxscript', reason='torch.onnx.export(dynamo=True) needs onnxscript (pip install "sam3-cradio[export]")')
 
-from sam3_cradio.cli import build_from_args, build_parser, main  # noqa: E402
+from sam3_cradio.build import build_sam3  # noqa: E402
+from sam3_cradio.cli import build_parser, main  # noqa: E402
+from sam3_cradio.commands.common import model_options  # noqa: E402
 from sam3_cradio.cradio import load_cradio  # noqa: E402
 from sam3_cradio.export import (  # noqa: E402
     COMPAT_OPSET,
@@ -340,7 +342,7 @@ def test_cli_model_options_reach_the_build(exported, tmp_path):
         'segment', str(IMAGES / 'coffee.jpg'), '--text', 'cup', '--backbone', 'cradio_tiny', '--window-size',
         str(WINDOW), '--resolution', '128', '--random-weights', '--cradio-checkpoint', str(CKPT),
         '--trunk-runtime', 'openvino', '--trunk-model', str(exported[128]), '--out', str(tmp_path / 'x.png')])
-    model = build_from_args(a, 'image')
+    model = build_sam3(model_options(a), mode='image')
     trunk = model.backbone.vision_backbone.trunk
     assert isinstance(trunk, ExportedTrunk) and trunk.runtime == 'openvino'
     assert trunk.exported.path == exported[128].resolve()
@@ -429,3 +431,25 @@ def test_bench_runtimes_skips_a_size_the_window_does_not_divide(tmp_path, capsys
     assert all(r.status == 'skipped' and 'window 3 does not divide the 5x5 token grid' in r.reason
                and '--off-grid nearest' in r.reason for r in result.rows)
     assert 'skipped: window 3 does not divide' in capsys.readouterr().out
+
+
+def test_info_describes_with_the_registry_title():
+    """ExportInfo (export/info.py, shared by the exporter and the runtimes) words the model as the registry's
+    ModelSpec.title does, with the file's fixed input side; the window as the models take it."""
+    from sam3_cradio.export.info import RANDOM_WEIGHTS, ExportInfo
+    from sam3_cradio.registry import resolve
+
+    def info(backbone, window, resolution, sha=RANDOM_WEIGHTS):
+        return ExportInfo('trunk', backbone, resolution, window, ('sam3',), sha, 'c-radio_v4-so400m', 16, 1152,
+                          'images', ('features',), DEFAULT_OPSET)
+
+    so400m = info('cradio_v4_so400m', 'global', 1152, 'ab' * 32)
+    assert so400m.window_size is None and so400m.spec == resolve('cradio_v4_so400m', 'global')
+    assert so400m.describe() == (f'cradio_v4_so400m trunk: {resolve("cradio_v4_so400m").title()} · 1152 px, '
+                                 f'adaptor sam3, weights c-radio_v4-so400m (sha256 {"ab" * 6}..)')
+    tiny = info('cradio_tiny', WINDOW, 128)
+    assert tiny.window_size == WINDOW
+    title = resolve('cradio_tiny', WINDOW, 128).title()  # 128 px is not the native size: the title says it
+    assert tiny.describe() == f'cradio_tiny trunk: {title}, adaptor sam3, random weights'
+    # a backbone this version does not know (a file from a newer one) is still described
+    assert info('cradio_v9_x', 12, 1024).describe().startswith('cradio_v9_x trunk: cradio_v9_x · window 12 · 1024 px')

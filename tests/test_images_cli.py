@@ -106,10 +106,14 @@ def test_image_to_tensor(astronaut):
 def test_encode_command(tmp_path, tiny_ckpt, astronaut, capsys):
     Image.fromarray(astronaut).save(tmp_path / 'astronaut.png')
     out = tmp_path / 'feats.safetensors'
-    rc = main(['encode', str(tmp_path / 'astronaut.png'), '--model', str(tiny_ckpt), '--adaptor', 'sam3',
+    # a size the window does not take is refused, naming the nearest (as every command does), not rounded
+    rc = main(['encode', str(tmp_path / 'astronaut.png'), '--cradio-checkpoint', str(tiny_ckpt), '--adaptor', 'sam3',
                '--window-size', '4', '--resolution', '200', '--out', str(out)])
+    assert rc == 2 and 'nearest: 192x192' in capsys.readouterr().err and not out.exists()
+    rc = main(['encode', str(tmp_path / 'astronaut.png'), '--model', str(tiny_ckpt), '--adaptor', 'sam3',
+               '--window-size', '4', '--resolution', '192', '--out', str(out)])
     assert rc == 0
-    assert 'using 192x192' in capsys.readouterr().out
+    assert '--model FILE is now --cradio-checkpoint FILE' in capsys.readouterr().err
     feats = load_file(str(out))
     assert feats['astronaut.png/backbone/features'].shape == (192, 12, 12)
     assert feats['astronaut.png/sam3/features'].shape == (64, 12, 12)

@@ -327,6 +327,7 @@ def _signal_after(args: list, records: Path, count: int, sig: int, stderr: Path)
                 proc.wait()
 
 
+@pytest.mark.slow
 def test_kill_then_ctrl_c_then_resume_gives_the_files_of_an_uninterrupted_run(odd, reference, tmp_path):
     out = tmp_path / 'resumed'
     args = ['-m', 'sam3_cradio.cli', 'segment', str(odd), *JOB, '--out', str(out)]
@@ -360,6 +361,7 @@ def test_kill_then_ctrl_c_then_resume_gives_the_files_of_an_uninterrupted_run(od
     assert output_files(out) == output_files(reference)
 
 
+@pytest.mark.slow
 def test_two_processes_over_gloo_give_the_files_of_one(odd, reference, tmp_path):
     out = tmp_path / 'ddp'
     r = subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node', '2',

@@ -296,7 +296,7 @@ MODEL_ARGS = ['--backbone', 'cradio_tiny', '--random-weights', '--cradio-checkpo
 def _eval_vos(monkeypatch, root: Path, dataset: str, out: Path) -> dict:
     """``sam3-cradio eval vos`` on ``root``, its model's tracker made confident like the tracking run's (the same
     blob on every frame), so that a run scored against its own masks reproduces them exactly."""
-    from sam3_cradio.evaluation.cli import main as eval_main
+    from conftest import run_command
     from sam3_cradio.evaluation.commands import vos
 
     build = vos.build_model
@@ -307,7 +307,7 @@ def _eval_vos(monkeypatch, root: Path, dataset: str, out: Path) -> dict:
         return m
 
     monkeypatch.setattr(vos, 'build_model', build_confident)
-    assert eval_main(['vos', '--dataset', dataset, '--root', str(root), '--out', str(out), '--no-progress',
+    assert run_command(['eval', 'vos', '--dataset', dataset, '--root', str(root), '--out', str(out), '--no-progress',
                       *MODEL_ARGS]) == 0
     return json.loads((out / 'metrics.json').read_text())['metrics']
 
@@ -316,7 +316,7 @@ def test_track_command_writes_vos_masks_json_and_scores_jf_1(model, clip, tmp_pa
                                                                monkeypatch, capsys):
     """`track --masks-dir --vos-root --json`: DAVIS palette PNGs (0 background, one value per object), a DAVIS
     root that `sam3-cradio eval vos` reads, per-frame boxes and scores; the run scores J&F = 1 against itself."""
-    monkeypatch.setattr('sam3_cradio.cli.build_from_args', lambda a, mode: model)  # the confident tiny model
+    monkeypatch.setattr('sam3_cradio.build.build_sam3', lambda *a, **k: model)  # the confident tiny model
     masks, root, js = tmp_path / 'masks', tmp_path / 'davis', tmp_path / 'track.json'
     assert main(['track', str(clip['folder']), '--box', '30', '20', '100', '80', '--out', str(tmp_path / 't.mp4'),
                  '--masks-dir', str(masks), '--vos-root', str(root), '--json', str(js), *MODEL_ARGS]) == 0

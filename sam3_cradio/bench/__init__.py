@@ -14,7 +14,7 @@ timing), :mod:`.fixture` (bf16 check on NVIDIA's fixture), :mod:`.rows` / :mod:`
 """
 from __future__ import annotations
 
-from .config import DTYPES, BenchConfig, add_arguments, config_from_args
+from .config import DTYPES, BenchCommand, BenchConfig
 from .fixture import Deviation, FixtureCase, FixtureCheck, bf16_fixture_check
 from .measure import (
     MatmulPeak,
@@ -38,7 +38,7 @@ from .rows import EncoderResult, InferenceResult, Measurement, Ratios, Row, RowK
 from .runner import run_benchmark, run_cli
 
 __all__ = [
-    'BenchConfig', 'DTYPES', 'add_arguments', 'config_from_args', 'run_cli', 'run_benchmark', 'plan_rows',
+    'BenchConfig', 'BenchCommand', 'DTYPES', 'run_cli', 'run_benchmark', 'plan_rows',
     'Row', 'RowKey', 'RowTable', 'Measurement', 'EncoderResult', 'InferenceResult', 'Ratios', 'add_ratios',
     'BenchResult', 'MatmulReport', 'MatmulPeak', 'FixtureCheck', 'FixtureCase', 'Deviation', 'bf16_fixture_check',
     'attention_flops', 'attention_flop_mapping', 'count_flops', 'PeakMemory', 'reset_hwm', 'matmul_throughput',

@@ -1,7 +1,6 @@
 """What a benchmark run measures (:class:`BenchConfig`) and the command-line options that describe it."""
 from __future__ import annotations
 
-import argparse
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -11,7 +10,7 @@ from ..assets import CRADIO_TINY_DIR
 from ..build import DTYPES  # the dtypes --dtype takes everywhere
 from ..registry import BACKBONES, GLOBAL, Backbone, Window, get_backbone, parse_model, parse_window, speed_models
 
-__all__ = ['BenchConfig', 'DTYPES', 'add_arguments', 'config_from_args', 'cradio_models']
+__all__ = ['BenchConfig', 'BenchCommand', 'DTYPES', 'OFF_GRID', 'RSS_METHODS', 'cradio_models']
 
 OFF_GRID = ('skip', 'nearest')
 RSS_METHODS = ('auto', 'vmhwm', 'sampler')
@@ -153,114 +152,27 @@ def cradio_models(models: Sequence[str] | None, tiny: bool, why: str) -> list[tu
     return out
 
 
-def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """The benchmark's options (``sam3-cradio bench``, ``eval/bench.py``)."""
-    from ..cli import window_arg
+@dataclass(frozen=True)
+class BenchCommand:
+    """What ``sam3-cradio bench`` was asked (:mod:`sam3_cradio.commands.bench` makes it): the benchmark's
+    :class:`BenchConfig` and the options of the chosen mode (encoder rows by default; ``runtimes``, ``pipeline`` or
+    ``exemplars``)."""
 
-    full, tiny = BenchConfig().resolved(), BenchConfig(tiny=True).resolved()
-
-    def listed(values: Sequence[Any]) -> str:
-        return ' '.join(map(str, values))
-
-    p.add_argument('--variants', nargs='+', default=None, metavar='NAME',
-                   help=f'C-RADIO backbones: registry names or aliases (h, so400m, tiny, c-radio_v4-h, ...) '
-                        f'(default: {listed(full.backbones)}; with --tiny: {listed(tiny.backbones)})')
-    p.add_argument('--sizes', nargs='+', type=int, default=None, metavar='PX',
-                   help=f'C-RADIO input sides in px, multiples of 16; PE runs at the same grid (size / 16 * 14) '
-                        f'(default: {listed(full.sizes)}; with --tiny: {listed(tiny.sizes)})')
-    p.add_argument('--windows', nargs='+', type=window_arg, default=None, metavar='global|N',
-                   help=f"'global' and ViTDet windows in tokens; global is always added (default: the backbones' "
-                        f'suggested windows at the largest size: {listed(full.windows)}; with --tiny: '
-                        f'{listed(tiny.windows)})')
-    p.add_argument('--no-pe', action='store_true', help="leave out SAM3's PE (no ratios to PE)")
-    p.add_argument('--off-grid', choices=OFF_GRID, default='skip',
-                   help='a window that does not divide the grid: skip it (default) or run it at the nearest size '
-                        'it allows (no ratios for such rows)')
-    p.add_argument('--dtype', nargs='+', choices=sorted(DTYPES), default=['fp32'],
-                   help='fp32 and/or bf16 (autocast, CPU or CUDA); both: interleaved, with the bf16 speed-up. '
-                        'bf16 also runs the fixture check (feature deviation from fp32)')
-    p.add_argument('--batch', type=int, default=1)
-    p.add_argument('--repeats', type=int, default=3, help='timed rounds')
-    p.add_argument('--warmup', type=int, default=1, help='untimed rounds first')
-    p.add_argument('--device', default='cpu', help='cpu or cuda')
-    p.add_argument('--compile', action='store_true', help='torch.compile the trunks (compile time stays in warm-up)')
-    p.add_argument('--inference', action='store_true',
-                   help='also time whole-image inference with a text prompt on full random-weight SAM3 models')
-    p.add_argument('--text', default='cat', help='the text prompt for --inference')
-    p.add_argument('--inference-threshold', type=float, default=1.0,
-                   help='score threshold for --inference; 1.0 keeps no detection, so the random number of masks '
-                        'random weights pass does not vary the time')
-    p.add_argument('--mm-size', type=int, default=None,
-                   help=f'torch.mm matrix side for the matmul peak (default {full.mm_size}; '
-                        f'with --tiny: {tiny.mm_size})')
-    p.add_argument('--rss-method', choices=RSS_METHODS, default='auto',
-                   help='CPU peak memory: kernel VmHWM (Linux, exact) or a psutil sampler thread')
-    p.add_argument('--fixture', type=Path, default=CRADIO_TINY_DIR,
-                   help='C-RADIO tiny fixture folder for the bf16 deviation check (default: the one shipped with '
-                        'the package)')
-    p.add_argument('--op-profile', action='store_true',
-                   help='profile one more call per encoder row (torch.profiler): time share and GFLOP/s of the '
-                        'linear layers, attention and the rest, in a second table')
-    p.add_argument('--no-tf32', action='store_true',
-                   help='CUDA: true float32 matmuls (importing sam3 turns TF32 on for Ampere and newer)')
-    p.add_argument('--threads', type=int, default=None, help='torch CPU threads (default: torch decides)')
-    p.add_argument('--seed', type=int, default=0)
-    p.add_argument('--tiny', action='store_true', help='tiny models, sizes and windows: every row type in seconds')
-    p.add_argument('--json', type=Path, default=Path('bench.json'),
-                   help='output JSON; the table goes next to it (.md), the plot too (.png) unless --plot')
-    p.add_argument('--plot', type=Path, default=None, help='output PNG (default: the JSON path with .png)')
-    p.add_argument('--dry-run', action='store_true', help='list the rows that would be measured, build nothing')
-    rt = p.add_argument_group('trunk runtimes (sam3_cradio/bench/runtimes.py; pip install "sam3-cradio[export]")')
-    rt.add_argument('--runtimes', nargs='+', choices=('torch', 'onnxruntime', 'openvino'), default=None,
-                    metavar='RUNTIME', help='instead of the encoder rows: the trunk exported to ONNX and timed in '
-                    'these runtimes next to torch eager, interleaved, at --sizes and --dtype on the CPU; writes '
-                    '<--json stem>_runtimes.json and .md')
-    rt.add_argument('--runtime-models', nargs='+', default=None, metavar='NAME:WINDOW',
-                    help=f'models for --runtimes (default: {listed(speed_models())}; with --tiny: '
-                         f'{listed(speed_models(tiny=True))})')
-    pl = p.add_argument_group('whole folders (sam3_cradio/bench/pipeline.py)')
-    pl.add_argument('--pipeline', action='store_true',
-                    help='instead of the encoder rows: time `sam3-cradio segment` over a folder with --text, end to '
-                         'end (decoding, model, files), for PE and --pipeline-models at --sizes (default 1152 768), '
-                         '--dtype and --pipeline-batches; writes <--json stem>_pipeline.json, .md and .png')
-    pl.add_argument('--pipeline-models', nargs='+', default=None, metavar='NAME:WINDOW',
-                    help=f'C-RADIO models (default: {listed(speed_models())}; with --tiny: '
-                         f'{listed(speed_models(tiny=True))})')
-    pl.add_argument('--pipeline-runtimes', nargs='+', choices=('torch', 'onnxruntime', 'openvino'),
-                    default=['torch'], metavar='RUNTIME',
-                    help='where the C-RADIO trunks run: torch (default) and/or exported to onnxruntime / openvino '
-                         '(as segment --trunk-runtime; a temporary ONNX file per model and size)')
-    pl.add_argument('--pipeline-batches', nargs='+', type=int, default=[1, 4], metavar='N',
-                    help='images per trunk pass (default: 1 4)')
-    pl.add_argument('--pipeline-images', type=int, default=16, metavar='N',
-                    help='photos to make from the package\'s examples (default 16)')
-    pl.add_argument('--pipeline-image-size', nargs=2, type=int, default=[1200, 1600], metavar=('H', 'W'),
-                    help='their size (default 1200 1600)')
-    pl.add_argument('--pipeline-folder', type=Path, default=None, metavar='DIR',
-                    help='segment this folder of images instead of made photos')
-    pl.add_argument('--pipeline-workers', type=int, default=None, metavar='N',
-                    help='decoding processes (default: as segment, CPUs - 1, at most 4)')
-    pl.add_argument('--pipeline-threshold', type=float, default=0.5, metavar='T',
-                    help='detection score threshold (default 0.5, as segment; the detections/image column says '
-                         'how many masks the random weights left to post-process)')
-    pl.add_argument('--pipeline-rounds', type=int, default=1, metavar='N',
-                    help='times each model runs over the folder, in turn with the others (default 1)')
-    ex = p.add_argument_group('exemplar boxes (sam3_cradio/bench/exemplars.py)')
-    ex.add_argument('--exemplars', action='store_true',
-                    help='instead of the encoder rows: time predict_boxes with --exemplar-counts boxes (one prompt, '
-                         'one decoder run) against sam3\'s add_geometric_prompt loop (a decoder run per box) on the '
-                         'first --variants backbone; writes <--json stem>_exemplars.json and .md')
-    ex.add_argument('--exemplar-counts', nargs='+', type=int, default=[1, 10, 100], metavar='N',
-                    help='numbers of boxes (default: 1 10 100)')
-    ex.add_argument('--exemplar-baseline-max', type=int, default=10, metavar='N',
-                    help='time sam3\'s loop up to this many boxes (default 10; it decodes once per box)')
-    return p
-
-
-def config_from_args(a: argparse.Namespace) -> BenchConfig:
-    return BenchConfig(
-        backbones=a.variants, sizes=a.sizes, windows=a.windows, pe=not a.no_pe, dtypes=tuple(a.dtype),
-        batch=a.batch, repeats=a.repeats, warmup=a.warmup, device=a.device, compile=a.compile,
-        inference=a.inference, text=a.text, inference_threshold=a.inference_threshold, mm_size=a.mm_size,
-        off_grid=a.off_grid, rss_method=a.rss_method, fixture=a.fixture, seed=a.seed, tiny=a.tiny,
-        tf32=False if a.no_tf32 else None, op_profile=a.op_profile)
+    config: BenchConfig
+    json: Path = Path('bench.json')
+    plot: Path | None = None
+    dry_run: bool = False
+    models: Sequence[str] | None = None  # NAME:WINDOW of the runtime and whole-folder modes
+    runtimes: Sequence[str] | None = None
+    pipeline: bool = False
+    pipeline_runtimes: Sequence[str] = ('torch',)
+    pipeline_batches: Sequence[int] = (1, 4)
+    pipeline_images: int = 16
+    pipeline_image_size: tuple[int, int] = (1200, 1600)
+    pipeline_folder: Path | None = None
+    pipeline_workers: int | None = None
+    pipeline_threshold: float = 0.5
+    pipeline_rounds: int = 1
+    exemplars: bool = False
+    exemplar_counts: Sequence[int] = (1, 10, 100)
+    exemplar_baseline_max: int = 10

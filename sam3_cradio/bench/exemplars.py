@@ -12,7 +12,6 @@ mask upsampling a random number of detections would add (the loop would pay that
 """
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import time
@@ -26,8 +25,10 @@ import numpy as np
 import torch
 
 from ..files import write_atomic
-from .config import BenchConfig, config_from_args
-from .measure import TimedCall, interleave
+from ..reporting import format_number
+from .config import BenchCommand, BenchConfig
+from .measure import TimedCall, interleave, timing_environment
+from .models import synthetic_image
 from .rows import Measurement
 
 __all__ = ['EXEMPLAR_COUNTS', 'BASELINE_MAX', 'METHODS', 'ExemplarRow', 'ExemplarResult', 'exemplar_boxes',
@@ -139,7 +140,6 @@ def run_exemplars(cfg: BenchConfig, counts: Sequence[int] = EXEMPLAR_COUNTS,
     from ..build import build_sam3
     from ..predictor import Sam3ImagePredictor
     from ..registry import resolve
-    from .runner import _environment, _synthetic_image
 
     cfg = cfg.resolved()
     counts = _check_counts(counts, baseline_max)
@@ -154,7 +154,7 @@ def run_exemplars(cfg: BenchConfig, counts: Sequence[int] = EXEMPLAR_COUNTS,
     _logger.info('building SAM3 on %s (random weights)', backbone.label)
     model = build_sam3(spec, mode='image', pretrained=False, interactive=False, device=device)
     predictor = Sam3ImagePredictor(model, confidence_threshold=1.0, autocast=False)
-    image = _synthetic_image(cfg.image_hw, cfg.seed)
+    image = synthetic_image(cfg.image_hw, cfg.seed)
     predictor.set_image(image)
     all_boxes = exemplar_boxes(max(counts), cfg.image_hw, cfg.seed)
 
@@ -184,12 +184,8 @@ def run_exemplars(cfg: BenchConfig, counts: Sequence[int] = EXEMPLAR_COUNTS,
         if r.method == 'per_box':
             one = result.row('one_prompt', r.boxes, r.dtype)
             r.ratio_to_one_prompt = r.median_s / one.median_s if one is not None else None
-    result.meta = {**_environment(device), 'seconds': time.perf_counter() - t_start}
+    result.meta = {**timing_environment(device), 'seconds': time.perf_counter() - t_start}
     return result
-
-
-def _fmt(x: float | None, spec: str, suffix: str = '') -> str:
-    return '-' if x is None else f'{x:{spec}}{suffix}'
 
 
 def format_exemplars(result: ExemplarResult) -> str:
@@ -205,22 +201,22 @@ def format_exemplars(result: ExemplarResult) -> str:
             one, loop = result.row('one_prompt', n, dtype), result.row('per_box', n, dtype)
             cells = [str(n), dtype]
             for r in (one, loop):
-                cells += ([f'{r.median_s:.3g}', _fmt(r.ratio_to_one_box, '.2f', 'x'), str(r.decoder_calls)]
+                cells += ([f'{r.median_s:.3g}', format_number(r.ratio_to_one_box, '.2f', 'x'), str(r.decoder_calls)]
                           if r is not None else ['-', '-', '-'])
-            cells.append(_fmt(loop.ratio_to_one_prompt if loop is not None else None, '.1f', 'x'))
+            cells.append(format_number(loop.ratio_to_one_prompt if loop is not None else None, '.1f', 'x'))
             lines.append('| ' + ' | '.join(cells) + ' |')
     if any(n > c['baseline_max'] for n in c['counts']):
         lines += ['', f'The loop is timed up to {c["baseline_max"]} boxes (--exemplar-baseline-max).']
     return '\n'.join(lines)
 
 
-def run_exemplars_cli(a: argparse.Namespace) -> str:
+def run_exemplars_cli(cmd: BenchCommand) -> str:
     """``sam3-cradio bench --exemplars``: run, write ``<json stem>_exemplars.json`` and ``.md`` beside ``--json``;
     returns the text to print."""
-    cfg = config_from_args(a)
-    counts, baseline = _check_counts(a.exemplar_counts, a.exemplar_baseline_max), a.exemplar_baseline_max
-    json_path = Path(a.json).with_name(f'{Path(a.json).stem}_exemplars.json')
-    if a.dry_run:
+    cfg = cmd.config
+    counts, baseline = _check_counts(cmd.exemplar_counts, cmd.exemplar_baseline_max), cmd.exemplar_baseline_max
+    json_path = Path(cmd.json).with_name(f'{Path(cmd.json).stem}_exemplars.json')
+    if cmd.dry_run:
         r = cfg.resolved()
         loop = [n for n in counts if n <= baseline]
         return (f'exemplar boxes on {r.backbones[0]}: predict_boxes with {counts} boxes, sam3\'s loop with {loop}, '

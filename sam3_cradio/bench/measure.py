@@ -1,5 +1,5 @@
 """Measurements: FLOPs (torch's counter plus CPU attention), peak memory (CUDA or CPU RSS), the machine's matmul
-peak, and interleaved timing of several calls."""
+peak, interleaved timing of several calls, and the machine state the timings depend on."""
 from __future__ import annotations
 
 import ctypes
@@ -15,12 +15,14 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..reporting import environment
 from .rows import Measurement
 
 _logger = logging.getLogger(__name__)
 
-__all__ = ['attention_flops', 'attention_flop_mapping', 'count_flops', 'PeakMemory', 'reset_hwm', 'MatmulPeak',
-           'matmul_throughput', 'TimedCall', 'check_real', 'interleave', 'sync', 'op_class', 'op_profile']
+__all__ = ['attention_flops', 'attention_flop_mapping', 'count_flops', 'PeakMemory', 'reset_hwm', 'rss_bytes',
+           'malloc_trim', 'MatmulPeak', 'matmul_throughput', 'TimedCall', 'check_real', 'interleave', 'sync',
+           'op_class', 'op_profile', 'timing_environment']
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -92,7 +94,8 @@ def count_flops(fn: Callable[..., Any], *args: Any, fake: bool = True) -> tuple[
 # Memory
 # --------------------------------------------------------------------------------------------------------------
 
-def _rss_bytes() -> int:
+def rss_bytes() -> int:
+    """This process's resident memory now, in bytes."""
     import psutil
 
     return int(psutil.Process().memory_info().rss)
@@ -123,7 +126,7 @@ def reset_hwm() -> bool:
 _LIBC: Any = None
 
 
-def _malloc_trim() -> None:
+def malloc_trim() -> None:
     """Give freed heap pages back to the OS (glibc), so the RSS before a call is not inflated by earlier calls."""
     global _LIBC
     if _LIBC is None:
@@ -170,7 +173,7 @@ class PeakMemory:
 
     def _sample(self) -> None:
         while not self._stop.wait(self.interval):
-            self._samples.append(_rss_bytes())
+            self._samples.append(rss_bytes())
 
     def __enter__(self) -> PeakMemory:
         if self.method == 'cuda':
@@ -178,8 +181,8 @@ class PeakMemory:
             self._base = torch.cuda.memory_allocated(self.device)
             torch.cuda.reset_peak_memory_stats(self.device)
             return self
-        _malloc_trim()
-        self._base = _rss_bytes()
+        malloc_trim()
+        self._base = rss_bytes()
         self._samples = [self._base]
         if self.method == 'vmhwm':
             reset_hwm()
@@ -194,12 +197,12 @@ class PeakMemory:
             torch.cuda.synchronize(self.device)
             peak = torch.cuda.max_memory_allocated(self.device)
         elif self.method == 'vmhwm':
-            peak = max(_read_hwm() or 0, _rss_bytes())
+            peak = max(_read_hwm() or 0, rss_bytes())
         else:
             self._stop.set()
             if self._thread is not None:
                 self._thread.join()
-            self._samples.append(_rss_bytes())
+            self._samples.append(rss_bytes())
             peak = max(self._samples)
         self.peak_bytes = max(int(peak) - int(self._base), 0)
 
@@ -351,3 +354,19 @@ def op_profile(call: Callable[[], Any], device: torch.device, dtype: str,
     total = sum(seconds.values()) or 1.0
     return {k: {'seconds': seconds[k], 'share': seconds[k] / total, 'gflop': gflop[k],
                 'gflops_per_s': gflop[k] / seconds[k] if seconds[k] > 0 else 0.0} for k in seconds}
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Provenance
+# --------------------------------------------------------------------------------------------------------------
+
+def timing_environment(device: torch.device) -> dict[str, Any]:
+    """:func:`sam3_cradio.reporting.environment` (git SHA, device, versions) plus what a timing depends on: torch's
+    CPU threads, the TF32 switches (CUDA) and the float32 matmul precision; every benchmark's ``meta``."""
+    env = environment(device)
+    env['threads'] = torch.get_num_threads()
+    if device.type == 'cuda':
+        env['cuda_matmul_allow_tf32'] = torch.backends.cuda.matmul.allow_tf32
+        env['cudnn_allow_tf32'] = torch.backends.cudnn.allow_tf32
+    env['float32_matmul_precision'] = torch.get_float32_matmul_precision()
+    return env

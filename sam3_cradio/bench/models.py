@@ -6,13 +6,14 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 
 from ..registry import Backbone, resolve
 
 __all__ = ['PELayout', 'pe_layout', 'pe_trunk', 'pe_built_layout', 'cradio_trunk', 'sam3_model', 'num_params',
-           'compiled']
+           'compiled', 'synthetic_image']
 
 
 @dataclass(frozen=True)
@@ -85,3 +86,13 @@ def compiled(fn: Callable, enabled: bool) -> Callable:
         if hasattr(dynamo.config, name):
             setattr(dynamo.config, name, max(getattr(dynamo.config, name), 256))
     return torch.compile(fn)
+
+
+def synthetic_image(hw: tuple[int, int], seed: int) -> np.ndarray:
+    """The (H, W, 3) uint8 image the whole-model rows are timed on: smooth colour gradients plus seeded noise (an
+    image, not pure noise)."""
+    rng = np.random.default_rng(seed)
+    h, w = hw
+    yy, xx = np.mgrid[0:h, 0:w]
+    base = np.stack([xx / w, yy / h, (xx + yy) / (w + h)], -1) * 200
+    return np.clip(base + rng.normal(0, 25, (h, w, 3)), 0, 255).astype(np.uint8)

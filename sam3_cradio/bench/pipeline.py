@@ -22,14 +22,13 @@ rounds`` times in turn, so that machine noise falls on all of them alike.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -37,9 +36,10 @@ import numpy as np
 import torch
 
 from ..files import write_atomic
-from ..registry import GLOBAL, Window, format_window, get_backbone, resolve
-from .config import BenchConfig, config_from_args, cradio_models
-from .report import _fmt
+from ..registry import GLOBAL, Window, format_model, format_window, get_backbone, resolve
+from ..reporting import format_number
+from .config import BenchCommand, BenchConfig, cradio_models
+from .measure import timing_environment
 
 __all__ = ['PIPELINE_SIZES', 'PIPELINE_BATCHES', 'PIPELINE_FORMATS',
            'PipelineRow', 'PipelineResult', 'make_photo_folder', 'run_pipeline', 'format_pipeline', 'plot_pipeline',
@@ -163,14 +163,15 @@ def _run_job(folder: Path, out: Path, row: PipelineRow, cfg: BenchConfig, worker
              threshold: float, formats: Sequence[str], trunk_model: Path | None) -> dict[str, Any]:
     """One round: the segment job over the folder into a fresh ``out``; returns its ``metrics``."""
     from ..jobs import segment_to_files
+    from ..options import ModelOptions
 
-    torch.manual_seed(cfg.seed)
-    window = None if row.is_pe else row.window
+    model = ModelOptions.make(
+        row.backbone, None if row.is_pe else row.window, row.input, pretrained=False, device=cfg.device,
+        dtype=row.dtype, trunk_runtime=None if row.runtime == 'torch' else row.runtime, trunk_model=trunk_model,
+        seed=cfg.seed)
     summary = segment_to_files(
         folder, out, text=cfg.text, formats=formats, threshold=threshold, batch=row.batch, workers=workers,
-        backbone=row.backbone, window_size=window, resolution=row.input, pretrained=False, dtype=row.dtype,
-        device=cfg.device, trunk_runtime=None if row.runtime == 'torch' else row.runtime, trunk_model=trunk_model,
-        progress=False, echo=lambda s: None)
+        model=model, progress=False, echo=lambda s: None)
     if summary is None:  # a torchrun rank other than 0
         raise RuntimeError('run the pipeline benchmark in one process, not under torchrun')
     return summary['metrics']
@@ -232,7 +233,7 @@ def run_pipeline(cfg: BenchConfig, models: Sequence[str] | None = None, batches:
         else:
             source = str(folder)
         n_images = len(collect_images(folder).paths)
-        config = {'models': [f'{n}:{format_window(w) if w is not None else GLOBAL}' for n, w in chosen],
+        config = {'models': [format_model(n, w) for n, w in chosen],
                   'reference': pe.name if pe else None, 'sizes': list(cfg.sizes), 'dtypes': list(cfg.dtypes),
                   'runtimes': runtimes, 'batches': batches, 'rounds': rounds, 'images': n_images, 'folder': source,
                   'text': cfg.text, 'threshold': threshold, 'formats': list(formats), 'workers': workers,
@@ -270,10 +271,8 @@ def _fill(row: PipelineRow, rounds: list[dict[str, Any]]) -> None:
 
 def _result(rows: list[PipelineRow], config: dict[str, Any], cfg: BenchConfig, t_start: float,
             load_start: tuple[float, ...]) -> PipelineResult:
-    from ..evaluation.runner import environment
-
     _add_ratios(rows)
-    meta = {**environment(torch.device(cfg.device)), 'seconds': time.perf_counter() - t_start,
+    meta = {**timing_environment(torch.device(cfg.device)), 'seconds': time.perf_counter() - t_start,
             'loadavg_start': list(load_start), 'loadavg_end': list(os.getloadavg())}
     return PipelineResult(meta=meta, config=config, rows=rows)
 
@@ -334,11 +333,12 @@ def format_pipeline(result: PipelineResult) -> str:
             lines.append(f'{head} {f"skipped: {r.reason}" if not r.ok else "not run yet"} |' + ' |' * 8)
             continue
         share = r.outside_model_share
-        lines.append(f'{head} {r.images_per_s:.3g} | {_fmt(r.ratio_to_pe, ".2f", "x")} | '
-                     f'{_fmt(r.speedup_vs_fp32, ".2f", "x")} | {_fmt(r.speedup_vs_batch1, ".2f", "x")} | '
-                     f'{1 / r.images_per_s:.3g} | {_fmt(share is not None and 1 - share, ".1%")} | '
-                     f'{_fmt(share, ".1%")} | {_fmt(r.writing_seconds, ".2f")} | '
-                     f'{_fmt(r.detections_per_image, ".1f")} |')
+        lines.append(f'{head} {r.images_per_s:.3g} | {format_number(r.ratio_to_pe, ".2f", "x")} | '
+                     f'{format_number(r.speedup_vs_fp32, ".2f", "x")} | '
+                     f'{format_number(r.speedup_vs_batch1, ".2f", "x")} | {1 / r.images_per_s:.3g} | '
+                     f'{format_number(None if share is None else 1 - share, ".1%")} | '
+                     f'{format_number(share, ".1%")} | {format_number(r.writing_seconds, ".2f")} | '
+                     f'{format_number(r.detections_per_image, ".1f")} |')
     lines += ['', 'images/s: images over the wall time from the model built to the last file written (median over '
               f'{c["rounds"]} round(s)); outside model: the share of that time not in the trunk, neck or decoder '
               '(waiting for decoded images, results to RLE, records, output files).']
@@ -391,20 +391,20 @@ def plot_pipeline(result: PipelineResult, path: Path) -> Path:
     return path
 
 
-def run_pipeline_cli(a: argparse.Namespace) -> str:
+def run_pipeline_cli(cmd: BenchCommand) -> str:
     """``sam3-cradio bench --pipeline ...``: run, write ``<json stem>_pipeline.json``, ``.md`` and ``.png`` beside
     ``--json``; returns the text to print."""
-    if a.sizes is None and not a.tiny:
-        a.sizes = list(PIPELINE_SIZES)
-    cfg = config_from_args(a)
-    json_path = Path(a.json).with_name(f'{Path(a.json).stem}_pipeline.json')
-    models = cradio_models(a.pipeline_models, a.tiny, _WHY)
-    if a.dry_run:
+    cfg = cmd.config
+    if cfg.sizes is None and not cfg.tiny:
+        cfg = replace(cfg, sizes=PIPELINE_SIZES)
+    json_path = Path(cmd.json).with_name(f'{Path(cmd.json).stem}_pipeline.json')
+    models = cradio_models(cmd.models, cmd.config.tiny, _WHY)
+    if cmd.dry_run:
         r = cfg.resolved()
         names = [f'{n}:{format_window(w) if w is not None else GLOBAL}' for n, w in models]
         return (f'segment pipeline: {"PE and " if r.pe else ""}{names} at {list(r.sizes)} px, dtypes '
-                f'{list(r.dtypes)}, batches {a.pipeline_batches}; would write {json_path}')
-    folder = Path(a.pipeline_folder) if a.pipeline_folder else None
+                f'{list(r.dtypes)}, batches {cmd.pipeline_batches}; would write {json_path}')
+    folder = Path(cmd.pipeline_folder) if cmd.pipeline_folder else None
     md = json_path.with_suffix('.md')
 
     def save(result: PipelineResult) -> str:  # after every job too: a long run keeps what it measured
@@ -413,10 +413,10 @@ def run_pipeline_cli(a: argparse.Namespace) -> str:
         write_atomic(md, table + '\n')
         return table
 
-    result = run_pipeline(cfg, a.pipeline_models, a.pipeline_batches, runtimes=a.pipeline_runtimes,
-                          images=a.pipeline_images, folder=folder,
-                          image_hw=tuple(a.pipeline_image_size), workers=a.pipeline_workers,
-                          threshold=a.pipeline_threshold, rounds=a.pipeline_rounds, on_progress=save)
+    result = run_pipeline(cfg, cmd.models, cmd.pipeline_batches, runtimes=cmd.pipeline_runtimes,
+                          images=cmd.pipeline_images, folder=folder,
+                          image_hw=tuple(cmd.pipeline_image_size), workers=cmd.pipeline_workers,
+                          threshold=cmd.pipeline_threshold, rounds=cmd.pipeline_rounds, on_progress=save)
     table = save(result)
     png = plot_pipeline(result, json_path.with_suffix('.png'))
     return f'{table}\n\nwrote {json_path}, {md}, {png}'

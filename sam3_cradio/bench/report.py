@@ -10,14 +10,11 @@ import numpy as np
 
 from ..files import write_atomic
 from ..registry import format_window
+from ..reporting import format_number
 from .result import BenchResult
 from .rows import Measurement, Row
 
 __all__ = ['format_table', 'format_plan', 'plot_latency', 'write_outputs', 'pe_padding_notes']
-
-
-def _fmt(x: float | None, spec: str = '.2f', suffix: str = '') -> str:
-    return '-' if x is None else f'{x:{spec}}{suffix}'
 
 
 def _window_label(r: Row) -> str:
@@ -57,15 +54,17 @@ def format_table(result: BenchResult) -> str:
         grid = f'{r.grid}' + (f' ({r.windowed_grid} in windows)' if r.windowed_grid != r.grid else '')
         lines.append(
             f'| {r.label} | {r.input[0]}x{r.input[1]} | {grid} | {_window_label(r)} | {r.dtype} | '
-            f'{e.median_s:.3g} | {e.p95_s:.3g} | {_fmt(pe and pe.latency, ".2f", "x")} | '
-            f'{_fmt(gl and gl.latency, ".2f", "x")} | {_fmt(r.speedup_vs_fp32, ".2f", "x faster")} | '
-            f'{e.peak_mem_bytes / 2 ** 20:.0f} | {_fmt(pe and pe.peak_mem, ".2f", "x")} | '
-            f'{(r.params or 0) / 1e6:.1f} | {_fmt(pe and pe.params, ".2f", "x")} | {(r.flops or 0) / 1e9:.3g} | '
-            f'{_fmt(pe and pe.flops, ".2f", "x")} | {e.gflops_per_s:.3g} | '
-            f'{_fmt(e.fraction_of_mm.get("fp32"), ".0%")} | {_fmt(e.fraction_of_mm.get("bf16"), ".0%")} | '
-            f'{_fmt(inf and inf.median_s, ".3g")} | '
-            f'{_fmt(inf and inf.ratio_to_pe and inf.ratio_to_pe.latency, ".2f", "x")} | '
-            f'{_fmt(inf and inf.ratio_to_global, ".2f", "x")} |')
+            f'{e.median_s:.3g} | {e.p95_s:.3g} | {format_number(pe and pe.latency, ".2f", "x")} | '
+            f'{format_number(gl and gl.latency, ".2f", "x")} | '
+            f'{format_number(r.speedup_vs_fp32, ".2f", "x faster")} | '
+            f'{e.peak_mem_bytes / 2 ** 20:.0f} | {format_number(pe and pe.peak_mem, ".2f", "x")} | '
+            f'{(r.params or 0) / 1e6:.1f} | {format_number(pe and pe.params, ".2f", "x")} | '
+            f'{(r.flops or 0) / 1e9:.3g} | {format_number(pe and pe.flops, ".2f", "x")} | {e.gflops_per_s:.3g} | '
+            f'{format_number(e.fraction_of_mm.get("fp32"), ".0%")} | '
+            f'{format_number(e.fraction_of_mm.get("bf16"), ".0%")} | '
+            f'{format_number(inf and inf.median_s, ".3g")} | '
+            f'{format_number(inf and inf.ratio_to_pe and inf.ratio_to_pe.latency, ".2f", "x")} | '
+            f'{format_number(inf and inf.ratio_to_global, ".2f", "x")} |')
     out = ['\n'.join(lines)]
     ops = _ops_table(result.rows)
     if ops:
@@ -98,8 +97,8 @@ def _ops_table(rows: Sequence[Row]) -> str:
              '|' + '---|' * 11]
     for r in profiled:
         ops = r.encoder.ops
-        cells = [f'{ops[c]["share"]:.0%} | {ops[c]["gflops_per_s"]:.3g} | {_fmt(ops[c].get("fraction_of_mm"), ".0%")}'
-                 for c in classes[:2]]
+        cells = [f'{ops[c]["share"]:.0%} | {ops[c]["gflops_per_s"]:.3g} | '
+                 f'{format_number(ops[c].get("fraction_of_mm"), ".0%")}' for c in classes[:2]]
         lines.append(f'| {r.label} | {r.input[0]}x{r.input[1]} | {_window_label(r)} | {r.dtype} | '
                      + ' | '.join(cells) + f' | {ops["other"]["share"]:.0%} |')
     return '\n'.join(lines)

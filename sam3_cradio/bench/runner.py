@@ -1,7 +1,6 @@
 """The run: build the models level by level, time them interleaved, fill the rows; and the command's entry."""
 from __future__ import annotations
 
-import argparse
 import copy
 import gc
 import logging
@@ -9,14 +8,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
-from ..registry import GLOBAL, Window, format_window
-from .config import DTYPES, BenchConfig, config_from_args
+from ..registry import Window, format_window, window_tokens
+from .config import DTYPES, BenchCommand, BenchConfig
 from .fixture import bf16_fixture_check
-from .measure import TimedCall, count_flops, interleave, matmul_throughput, op_profile
-from .models import compiled, cradio_trunk, num_params, pe_built_layout, pe_trunk, sam3_model
+from .measure import TimedCall, count_flops, interleave, matmul_throughput, op_profile, timing_environment
+from .models import compiled, cradio_trunk, num_params, pe_built_layout, pe_trunk, sam3_model, synthetic_image
 from .plan import plan_rows
 from .report import format_plan, format_table, pe_padding_notes, write_outputs
 from .result import BenchResult, MatmulReport
@@ -25,11 +23,6 @@ from .rows import EncoderResult, InferenceResult, Row, add_ratios
 _logger = logging.getLogger(__name__)
 
 __all__ = ['run_benchmark', 'run_cli']
-
-
-def _window_size(w: Window) -> int | None:
-    """The window as the encoder takes it (None = global attention)."""
-    return None if w == GLOBAL else int(w)
 
 
 def _name(what: str, r: Row) -> str:
@@ -83,7 +76,7 @@ def _encoder_phase(cfg: BenchConfig, device: torch.device, rows: list[Row]) -> N
                                        f'{r.window}')
                 r.windowed_blocks, r.global_blocks = built.windowed_blocks, built.global_blocks
             else:
-                m.encoder.set_window_size(_window_size(r.window))
+                m.encoder.set_window_size(window_tokens(r.window))
                 r.global_blocks = len(m.encoder.global_blocks)
                 r.windowed_blocks = m.encoder.arch.depth - r.global_blocks
             r.params = num_params(m)
@@ -94,7 +87,7 @@ def _encoder_phase(cfg: BenchConfig, device: torch.device, rows: list[Row]) -> N
 
             def prepare(m: torch.nn.Module = m, r: Row = r) -> None:
                 if r.kind == 'cradio':
-                    m.encoder.set_window_size(_window_size(r.window))
+                    m.encoder.set_window_size(window_tokens(r.window))
 
             call = TimedCall(_name('encoder', r), prepare, lambda f=fns[r.dtype, r.backbone], x=x: f(x), r.dtype)
             calls.append((r, call))
@@ -111,21 +104,12 @@ def _encoder_phase(cfg: BenchConfig, device: torch.device, rows: list[Row]) -> N
     _free(device)
 
 
-def _synthetic_image(hw: tuple[int, int], seed: int) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    h, w = hw
-    # smooth colour gradients plus noise: an image, not pure noise
-    yy, xx = np.mgrid[0:h, 0:w]
-    base = np.stack([xx / w, yy / h, (xx + yy) / (w + h)], -1) * 200
-    return np.clip(base + rng.normal(0, 25, (h, w, 3)), 0, 255).astype(np.uint8)
-
-
 def _inference_phase(cfg: BenchConfig, device: torch.device, rows: list[Row]) -> None:
     """Per size level: build full SAM3 image models at the level's grid and time ``set_image`` +
     ``predict_text`` on one synthetic image, interleaved."""
     from ..predictor import Sam3ImagePredictor
 
-    image = _synthetic_image(cfg.image_hw, cfg.seed)
+    image = synthetic_image(cfg.image_hw, cfg.seed)
     pe = cfg.pe_backbone()
     backbones = ([pe] if pe is not None else []) + cfg.cradio_backbones()
     patch = cfg.patch_size()
@@ -152,7 +136,7 @@ def _inference_phase(cfg: BenchConfig, device: torch.device, rows: list[Row]) ->
 
             def prepare(trunk: torch.nn.Module = trunk, r: Row = r) -> None:
                 if r.kind == 'cradio':
-                    trunk.encoder.set_window_size(_window_size(r.window))
+                    trunk.encoder.set_window_size(window_tokens(r.window))
 
             def call(pred: Sam3ImagePredictor = pred) -> Any:
                 pred.set_image(image)
@@ -166,18 +150,6 @@ def _inference_phase(cfg: BenchConfig, device: torch.device, rows: list[Row]) ->
                 image_hw=cfg.image_hw, confidence_threshold=cfg.inference_threshold)
         del predictors, calls
         _free(device)
-
-
-def _environment(device: torch.device) -> dict[str, Any]:
-    from ..evaluation.runner import environment
-
-    env = environment(device)
-    env['threads'] = torch.get_num_threads()
-    if device.type == 'cuda':
-        env['cuda_matmul_allow_tf32'] = torch.backends.cuda.matmul.allow_tf32
-        env['cudnn_allow_tf32'] = torch.backends.cudnn.allow_tf32
-    env['float32_matmul_precision'] = torch.get_float32_matmul_precision()
-    return env
 
 
 def run_benchmark(cfg: BenchConfig) -> BenchResult:
@@ -219,31 +191,29 @@ def run_benchmark(cfg: BenchConfig) -> BenchResult:
         else:
             result.bf16_fixture_skipped = (f'fixture folder {cfg.fixture} not found (pass --fixture with a '
                                            f'cradio_tiny fixture folder)')
-    result.meta = {**_environment(device), 'seconds': time.perf_counter() - t_start}
+    result.meta = {**timing_environment(device), 'seconds': time.perf_counter() - t_start}
     return result
 
 
-def run_cli(a: argparse.Namespace) -> str:
-    """Run what the parsed options (:func:`~sam3_cradio.bench.config.add_arguments`) describe (``--dry-run``:
-    only plan it), write the files; returns the text to print: the table, the notes and the paths written."""
-    if a.threads:
-        torch.set_num_threads(a.threads)
-    if getattr(a, 'exemplars', False):
+def run_cli(cmd: BenchCommand) -> str:
+    """Run what ``cmd`` describes (``dry_run``: only plan it), write the files; returns the text to print: the
+    table, the notes and the paths written."""
+    if cmd.exemplars:
         from .exemplars import run_exemplars_cli
 
-        return run_exemplars_cli(a)
-    if getattr(a, 'pipeline', False):
+        return run_exemplars_cli(cmd)
+    if cmd.pipeline:
         from .pipeline import run_pipeline_cli
 
-        return run_pipeline_cli(a)
-    if getattr(a, 'runtimes', None):
+        return run_pipeline_cli(cmd)
+    if cmd.runtimes:
         from .runtimes import run_runtimes_cli
 
-        return run_runtimes_cli(a)
-    cfg = config_from_args(a)
-    if a.dry_run:
+        return run_runtimes_cli(cmd)
+    cfg = cmd.config
+    if cmd.dry_run:
         rows = plan_rows(cfg)
         return f'{format_plan(rows)}\n\n{sum(r.ok for r in rows)} rows to measure'
     result = run_benchmark(cfg)
-    paths = write_outputs(result, a.json, a.plot)
+    paths = write_outputs(result, cmd.json, cmd.plot)
     return f"{format_table(result)}\n\nwrote {paths['json']}, {paths['markdown']}, {paths['plot']}"

@@ -14,7 +14,6 @@ of its output from torch fp32 and the runtime's settings (:class:`~sam3_cradio.e
 """
 from __future__ import annotations
 
-import argparse
 import gc
 import json
 import logging
@@ -29,10 +28,10 @@ from typing import Any
 import torch
 
 from ..files import write_atomic
-from ..registry import GLOBAL, ModelSpec, Window, format_window, get_backbone, resolve
-from .config import BenchConfig, config_from_args, cradio_models
-from .measure import TimedCall, interleave
-from .report import _fmt
+from ..registry import GLOBAL, ModelSpec, Window, format_model, format_window, get_backbone, resolve
+from ..reporting import format_number
+from .config import BenchCommand, BenchConfig, cradio_models
+from .measure import TimedCall, interleave, malloc_trim, rss_bytes, timing_environment
 from .rows import Measurement
 
 __all__ = ['RuntimeRow', 'RuntimeExport', 'RuntimeResult', 'run_runtimes',
@@ -132,11 +131,10 @@ def _runtimes(runtimes: Sequence[str]) -> list[str]:
 
 
 def _resident() -> int:
-    from .measure import _malloc_trim, _rss_bytes
 
     gc.collect()
-    _malloc_trim()
-    return _rss_bytes()
+    malloc_trim()
+    return rss_bytes()
 
 
 def _measure_level(spec: ModelSpec, size: int, cfg: BenchConfig, runtimes: list[str], workdir: Path,
@@ -235,7 +233,6 @@ def run_runtimes(cfg: BenchConfig, runtimes: Sequence[str], models: Sequence[str
     ('NAME:WINDOW', default: the registry's :func:`~sam3_cradio.registry.speed_models`) at each size and
     dtype of ``cfg``, on the CPU. A size the window does not divide gives skipped rows naming the reason."""
     from .. import compat
-    from .runner import _environment
 
     cfg = cfg.resolved()
     if torch.device(cfg.device).type != 'cpu':
@@ -246,7 +243,7 @@ def run_runtimes(cfg: BenchConfig, runtimes: Sequence[str], models: Sequence[str
     t_start = time.perf_counter()
     load_start = os.getloadavg()  # other processes on the machine: interleaving spreads, not removes, their noise
     result = RuntimeResult(meta={}, config={
-        'runtimes': rts, 'models': [f'{n}:{format_window(w) if w is not None else GLOBAL}' for n, w in chosen],
+        'runtimes': rts, 'models': [format_model(n, w) for n, w in chosen],
         'sizes': list(cfg.sizes), 'off_grid': cfg.off_grid, 'dtypes': list(cfg.dtypes), 'batch': cfg.batch,
         'repeats': cfg.repeats, 'warmup': cfg.warmup, 'seed': cfg.seed, 'threads': torch.get_num_threads(),
         'weights': 'random'})
@@ -271,7 +268,7 @@ def run_runtimes(cfg: BenchConfig, runtimes: Sequence[str], models: Sequence[str
                 gc.collect()  # the level's models and sessions, before the next level builds its own
                 for f in Path(tmp).iterdir():  # a level's file is not needed once it is timed
                     f.unlink()
-    result.meta = {**_environment(torch.device('cpu')), 'seconds': time.perf_counter() - t_start,
+    result.meta = {**timing_environment(torch.device('cpu')), 'seconds': time.perf_counter() - t_start,
                    'loadavg_start': list(load_start), 'loadavg_end': list(os.getloadavg())}
     return result
 
@@ -294,9 +291,12 @@ def format_runtimes(result: RuntimeResult) -> str:
         if not r.ok or t is None:
             lines.append(f'{head} skipped: {r.reason} |' + ' |' * 6)
             continue
-        lines.append(f'{head} {t.median_s:.3g} | {t.p95_s:.3g} | {_fmt(r.speedup_vs_torch_fp32, ".2f", "x")} | '
-                     f'{_fmt(r.speedup_vs_torch, ".2f", "x")} | {_fmt(r.max_abs_vs_torch_fp32, ".2g")} | '
-                     f'{_fmt(r.resident_bytes and r.resident_bytes / 2 ** 20, ".0f")} | {t.peak_mem_bytes / 2 ** 20:.0f} |')
+        lines.append(f'{head} {t.median_s:.3g} | {t.p95_s:.3g} | '
+                     f'{format_number(r.speedup_vs_torch_fp32, ".2f", "x")} | '
+                     f'{format_number(r.speedup_vs_torch, ".2f", "x")} | '
+                     f'{format_number(r.max_abs_vs_torch_fp32, ".2g")} | '
+                     f'{format_number(r.resident_bytes and r.resident_bytes / 2 ** 20, ".0f")} | '
+                     f'{t.peak_mem_bytes / 2 ** 20:.0f} |')
     lines += ['', 'resident: RSS growth over building the runtime\'s model and its first call (bf16 rows: what the bf16 '
               'path adds); call peak: the peak of one call above what was in use before it.']
     if result.exports:
@@ -309,18 +309,18 @@ def format_runtimes(result: RuntimeResult) -> str:
     return '\n'.join(lines)
 
 
-def run_runtimes_cli(a: argparse.Namespace) -> str:
+def run_runtimes_cli(cmd: BenchCommand) -> str:
     """``sam3-cradio bench --runtimes ...``: run, write ``<json stem>_runtimes.json`` and ``.md`` beside ``--json``;
     returns the text to print."""
-    cfg = config_from_args(a)
-    json_path = Path(a.json).with_name(f'{Path(a.json).stem}_runtimes.json')
-    rts, models = _runtimes(a.runtimes), cradio_models(a.runtime_models, a.tiny, _WHY)
-    if a.dry_run:
+    cfg = cmd.config
+    json_path = Path(cmd.json).with_name(f'{Path(cmd.json).stem}_runtimes.json')
+    rts, models = _runtimes(cmd.runtimes), cradio_models(cmd.models, cmd.config.tiny, _WHY)
+    if cmd.dry_run:
         r = cfg.resolved()
         names = [f'{n}:{format_window(w) if w is not None else GLOBAL}' for n, w in models]
         return (f'trunk runtimes {rts} on {names} at {list(r.sizes)} px, dtypes {list(r.dtypes)}; would write '
                 f'{json_path}')
-    result = run_runtimes(cfg, rts, a.runtime_models)
+    result = run_runtimes(cfg, rts, cmd.models)
     write_atomic(json_path, json.dumps(result.to_dict(), indent=1))
     md = json_path.with_suffix('.md')
     table = format_runtimes(result)

@@ -15,10 +15,9 @@ the image, long videos, missing weights) become a message in the page, never a s
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,7 @@ from sam3_cradio.assets import EXAMPLE_IMAGES_DIR, example_images
 from sam3_cradio.registry import get_backbone
 
 from .inputs import NEGATIVE, NONE, POSITIVE, LoadedImage, UserError, parse_points, read_annotation, window_menu
-from .options import parse_args
+from .options import DemoOptions
 from .results import SCORE_FLOOR, TABLE_HEADERS, RawResult, draw_points, page_error, render
 from .state import DemoState
 from .videos import make_example_video, preview_video
@@ -41,7 +40,7 @@ except ImportError as e:  # the demo extra is not installed: main() says so in o
 else:
     _GRADIO_MISSING = None
 
-__all__ = ['build_app', 'launch_kwargs', 'main', 'Handlers', 'annotator_class']
+__all__ = ['build_app', 'launch_kwargs', 'serve', 'Handlers', 'annotator_class']
 
 _CSS = """
 #weights-status .prose, #image-status .prose, #video-status .prose { font-size: 0.95em; }
@@ -199,14 +198,13 @@ class Handlers:
         return text, gr.Timer(active=not final)
 
 
-def build_app(args: argparse.Namespace | Sequence[str] | None = None) -> Any:
-    """The Gradio Blocks of the demo. ``args``: options from :func:`~sam3_cradio.demo.options.parse_args`, or an
-    argv list. The shared :class:`DemoState` is ``app.sam3_demo`` (close it with ``app.sam3_demo.close()``)."""
+def build_app(args: DemoOptions) -> Any:
+    """The Gradio Blocks of the demo for ``args`` (:func:`sam3_cradio.commands.demo.parse_args` makes them from
+    ``sam3-cradio demo`` arguments). The shared :class:`DemoState` is ``app.sam3_demo`` (close it with
+    ``app.sam3_demo.close()``)."""
     if gr is None:
         raise ImportError(f'the demo needs gradio and gradio-image-annotation: pip install "sam3-cradio[demo]" '
                           f'({_GRADIO_MISSING})')
-    if not isinstance(args, argparse.Namespace):
-        args = parse_args(args)
     st = DemoState(args)
     st.private_dirs.append(Path(gr.utils.get_upload_folder()))  # uploads: their paths stay private
     h = Handlers(st)
@@ -334,19 +332,15 @@ def build_app(args: argparse.Namespace | Sequence[str] | None = None) -> Any:
     return demo
 
 
-def launch_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+def launch_kwargs(args: DemoOptions) -> dict[str, Any]:
     """``demo.launch`` arguments for ``args`` (host, port, share, limits, styling)."""
     return dict(server_name=args.host, server_port=args.port, share=args.share, show_error=True,
                 max_file_size=args.max_file_size, css=_CSS, theme=gr.themes.Soft(), ssr_mode=False,
                 allowed_paths=[str(EXAMPLE_IMAGES_DIR)])
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """``sam3-cradio demo [options]``: build the app and serve it until interrupted; returns the exit code."""
-    from sam3_cradio.cli import setup_logging
-
-    setup_logging()
-    args = parse_args(argv)
+def serve(args: DemoOptions) -> int:
+    """Build the app and serve it until interrupted; returns the exit code (``sam3-cradio demo``)."""
     if gr is None:
         print(f'error: the demo needs gradio and gradio-image-annotation ({_GRADIO_MISSING}): '
               f'pip install "sam3-cradio[demo]"', file=sys.stderr)

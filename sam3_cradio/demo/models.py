@@ -9,7 +9,6 @@
 """
 from __future__ import annotations
 
-import argparse
 import logging
 import threading
 import time
@@ -17,9 +16,13 @@ from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sam3_cradio.assets import CRADIO_TINY_CHECKPOINT
+
+if TYPE_CHECKING:
+    from .options import DemoOptions
+
 from sam3_cradio.registry import Backbone, ModelSpec
 
 from .options import TINY_BACKBONE
@@ -195,16 +198,16 @@ class Sam3Builder:
     the others load sam3.pt and their C-RADIO release (or the local files given at start-up).
     """
 
-    def __init__(self, args: argparse.Namespace) -> None:
+    def __init__(self, args: DemoOptions) -> None:
         self.sam3_checkpoint: str | None = args.sam3_checkpoint
         self.cradio_checkpoints: dict[str, str] = dict(args.cradio_checkpoints)
         self.device: str | None = args.device
-        self.dtype: str = getattr(args, 'dtype', 'fp32')
+        self.dtype: str = args.dtype
         # an exported trunk is made for one backbone, window and size: the page's default model
         self.runtime: tuple[str, str | None] | None = None
-        if getattr(args, 'trunk_runtime', None) not in (None, 'torch'):
-            self.runtime = (args.trunk_runtime, getattr(args, 'trunk_model', None))
-            self.runtime_spec = getattr(args, 'spec', None)
+        if args.trunk_runtime not in (None, 'torch'):
+            self.runtime = (args.trunk_runtime, args.trunk_model)
+            self.runtime_spec = args.spec
 
     def preflight(self, backbone: Backbone) -> None:
         """Fail fast, with what to do, on local weight files that do not exist."""

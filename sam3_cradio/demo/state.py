@@ -5,14 +5,16 @@ that run models: segment an image, track a video. Values come from the page as t
 """
 from __future__ import annotations
 
-import argparse
 import logging
 import shutil
 import tempfile
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .options import DemoOptions
 
 from sam3_cradio.registry import ModelSpec
 
@@ -61,11 +63,11 @@ class DemoState:
     """Everything shared between requests (thread-safe): models, encoded images, counters, a work folder.
 
     Args:
-        args: options from :func:`sam3_cradio.demo.options.parse_args`.
+        args: :class:`~sam3_cradio.demo.options.DemoOptions`.
         build: ``build(spec, mode) -> model`` (default: :class:`~sam3_cradio.demo.models.Sam3Builder`).
     """
 
-    def __init__(self, args: argparse.Namespace, build: Build | None = None) -> None:
+    def __init__(self, args: DemoOptions, build: Build | None = None) -> None:
         self.args = args
         self.backbones: list[str] = list(args.backbones)
         self.features = FeatureCache(args.feature_cache)

@@ -12,7 +12,6 @@ the run's own generator). A run restarted with the same config continues as if n
 """
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 import logging
@@ -40,7 +39,7 @@ from .teachers import CRadioTeacher, PETeacher, freeze
 _logger = logging.getLogger(__name__)
 
 __all__ = ['DISTILL_CONFIG_DIR', 'TRAINABLE', 'load_distill_config', 'build_student', 'set_trainable',
-           'build_teacher', 'evaluate_dense', 'measure_dispersion', 'DistillResult', 'train', 'main_distill']
+           'build_teacher', 'evaluate_dense', 'measure_dispersion', 'DistillResult', 'train', 'dist_info']
 
 DISTILL_CONFIG_DIR = CONFIG_DIR / 'distill'
 TRAINABLE = ('head', 'last_k', 'all')
@@ -184,7 +183,7 @@ class DistillResult:
     model: nn.Module | None = field(default=None, repr=False)  # the trained student (eval mode)
 
 
-def _dist_info() -> tuple[int, int, int]:
+def dist_info() -> tuple[int, int, int]:
     world = int(os.environ.get('WORLD_SIZE', '1'))
     return int(os.environ.get('RANK', '0')), int(os.environ.get('LOCAL_RANK', '0')), world
 
@@ -244,7 +243,7 @@ def train(cfg: Any, stop_after: int | None = None) -> DistillResult:
     from omegaconf import OmegaConf
     from tqdm.auto import tqdm
 
-    rank, local_rank, world = _dist_info()
+    rank, local_rank, world = dist_info()
     distributed = world > 1
     run, optim_cfg, data_cfg, loss_cfg = cfg.run, cfg.optim, cfg.data, cfg.loss
     if run.device:
@@ -443,39 +442,3 @@ def train(cfg: Any, stop_after: int | None = None) -> DistillResult:
                        'window_size': cfg.student.window_size}, f, indent=2)
         _logger.info('wrote %s (held-out dense loss %s -> %s)', student_path, eval_before, eval_after)
     return DistillResult(step, losses, eval_before, eval_after, ckpt_path, student_path, model=student)
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Command line
-# --------------------------------------------------------------------------------------------------------------
-
-def main_distill(argv: Sequence[str] | None = None) -> int:
-    """``sam3-cradio distill [--config NAME] [--print-config] key=value ...``; run under torchrun for several GPUs."""
-    from omegaconf import OmegaConf
-
-    from ..cli import setup_logging
-
-    p = argparse.ArgumentParser(
-        prog='sam3-cradio distill',
-        description='Adapt a C-RADIOv4 encoder (its sam3 head, last blocks, or all) to SAM3 by distillation. '
-                    'Settings are hydra overrides of configs/distill/<config>.yaml, e.g. '
-                    'data.images=photos/ run.out_dir=runs/w12 student.window_size=12.')
-    p.add_argument('--config', default='sam3_head', help='config under configs/distill (default: sam3_head)')
-    p.add_argument('--print-config', action='store_true', help='print the composed config and exit')
-    p.add_argument('overrides', nargs='*', help='hydra overrides, key=value')
-    a = p.parse_args(argv)
-    cfg = load_distill_config(a.config, a.overrides)
-    if a.print_config:
-        print(OmegaConf.to_yaml(cfg))
-        return 0
-    missing = sorted(OmegaConf.missing_keys(cfg))
-    if missing:
-        raise SystemExit(f'set {", ".join(missing)} (e.g. data.images=photos/ run.out_dir=runs/distill)')
-    if cfg.run.get('num_threads'):
-        torch.set_num_threads(int(cfg.run.num_threads))
-    setup_logging()
-    result = train(cfg)
-    if _dist_info()[0] == 0:
-        print(json.dumps({'step': result.step, 'losses': result.losses, 'eval_before': result.eval_before,
-                          'eval_after': result.eval_after, 'student': str(result.student_path)}, indent=2))
-    return 0

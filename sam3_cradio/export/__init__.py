@@ -1,6 +1,6 @@
-"""Deploying the trunk: ONNX export (:mod:`.export`) and the exported trunk in onnxruntime or OpenVINO as a SAM3
-trunk (:mod:`.runtimes`). Needs the optional extra: ``pip install "sam3-cradio[export]"``; importing this package
-does not import onnx or the runtimes.
+"""Deploying the trunk: ONNX export (:mod:`.export`), what an exported file is for (:mod:`.info`) and the
+exported trunk in onnxruntime or OpenVINO as a SAM3 trunk (:mod:`.runtimes`). Needs the optional extra:
+``pip install "sam3-cradio[export]"``; importing this package does not import onnx or the runtimes.
 
     from sam3_cradio.export import export_trunk
     from sam3_cradio import build_sam3
@@ -15,15 +15,12 @@ from __future__ import annotations
 from .export import (
     COMPAT_OPSET,
     DEFAULT_OPSET,
-    ExportInfo,
     ExportResult,
-    check_info,
     export_encoder,
     export_trunk,
     export_trunk_module,
-    file_sha256,
-    read_info,
 )
+from .info import ExportInfo, check_info, file_sha256, read_info
 from .runtimes import (
     EXPORTED_RUNTIMES,
     PRECISIONS,

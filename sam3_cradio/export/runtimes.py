@@ -30,7 +30,7 @@ from torch import nn
 
 from ..registry import ModelSpec
 from ..trunk import check_input_size
-from .export import ExportInfo, check_info, file_sha256, read_info
+from .info import ExportInfo, check_info, file_sha256, read_info
 
 _logger = logging.getLogger(__name__)
 
@@ -231,7 +231,7 @@ class ExportedTrunk(nn.Module):
 
     It has no parameters (the weights live in the file) and gives no gradients. ``expect`` (backbone, resolution,
     window, adaptor, weights_sha256, weights_required) is checked against the file's metadata
-    (:func:`~sam3_cradio.export.export.check_info`). ``precision`` may be changed after construction.
+    (:func:`~sam3_cradio.export.info.check_info`). ``precision`` may be changed after construction.
     """
 
     def __init__(self, path: str | os.PathLike, runtime: str = 'onnxruntime', *, precision: str = 'auto',

@@ -7,9 +7,9 @@
   (:mod:`.formats`).
 - :func:`collect_images`: which images, in which order, under which names.
 """
-from .formats import FORMATS
+from .formats import FORMATS, record_to_result, result_to_record
 from .inputs import ImageList, collect_images
-from .segment import Prompts, iter_segment, record_to_result, result_to_record, segment_to_files
+from .segment import Prompts, iter_segment, segment_to_files
 
 __all__ = ['FORMATS', 'ImageList', 'Prompts', 'collect_images', 'iter_segment', 'record_to_result',
            'result_to_record', 'segment_to_files']

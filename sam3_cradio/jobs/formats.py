@@ -33,7 +33,8 @@ import numpy as np
 from ..files import atomic_path, write_atomic
 
 if TYPE_CHECKING:
-    from ..evaluation.runner import Report
+    from ..predictor import Sam3Result
+    from ..reporting import Report
     from .inputs import ImageList
 
 __all__ = ['FORMATS', 'OUTPUTS', 'check_formats', 'write_outputs']
@@ -153,8 +154,7 @@ def write_outputs(records: Mapping[int, Any], ids: list[int], images: ImageList,
     import pycocotools.mask as mask_utils
     from PIL import Image
 
-    from ..evaluation.runner import Report, markdown_table
-    from .segment import record_to_result
+    from ..reporting import Report, markdown_table
 
     category_index = {name: k for k, name in enumerate(categories)}
     need_masks = bool({'png', 'yolo', 'voc', 'annotated'} & set(formats))
@@ -248,3 +248,27 @@ def _annotate(path: Path, result: Any, dest: Path) -> None:
         return
     with atomic_path(dest) as tmp:
         Image.fromarray(draw_detections(rgb, result.to_detections())).save(tmp, format='PNG')
+
+
+def result_to_record(result: Sam3Result) -> dict[str, Any]:
+    """A result as JSON: detections by decreasing score (ties in prompt order), masks as COCO RLE."""
+    from ..evaluation.masks import encode_masks
+
+    order = np.argsort(-np.asarray(result.scores, dtype=np.float64), kind='stable')
+    rles = encode_masks(np.asarray(result.masks, dtype=bool)[order])
+    h, w = result.masks.shape[1:]
+    return {'size': [int(h), int(w)], 'dets': [
+        {'label': result.labels[i], 'score': float(result.scores[i]),
+         'box': [float(v) for v in result.boxes[i]], 'rle': rle} for i, rle in zip(order, rles)]}
+
+
+def record_to_result(record: Mapping[str, Any]) -> Sam3Result:
+    """The :class:`Sam3Result` of a record of :func:`result_to_record` (masks decoded)."""
+    from ..evaluation.masks import decode_masks
+    from ..predictor import Sam3Result
+
+    dets = record['dets']
+    h, w = record['size']
+    return Sam3Result(decode_masks([d['rle'] for d in dets], (h, w)),
+                      np.array([d['box'] for d in dets], np.float32).reshape(-1, 4),
+                      np.array([d['score'] for d in dets], np.float32), [d['label'] for d in dets])

@@ -14,24 +14,27 @@ out byte-identical. Records (RLE masks, boxes, scores, labels) are streamed to `
 """
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import torch
 
+from ..options import ModelOptions
 from ..predictor import ImageFeatures, Sam3ImagePredictor, Sam3Result, check_text
+from ..registry import DEFAULT_BACKBONE
+from .formats import result_to_record
 from .inputs import ImageList, InputSource, collect_images
 from .loader import ImageDataset, LoadedImage, iter_batches
 
-__all__ = ['Prompts', 'JobTiming', 'iter_segment', 'segment_to_files', 'default_workers', 'result_to_record',
-           'record_to_result']
+if TYPE_CHECKING:
+    from ..evaluation.models import ModelConfig
+
+__all__ = ['Prompts', 'JobTiming', 'iter_segment', 'segment_to_files', 'default_workers']
 
 _logger = logging.getLogger(__name__)
 
@@ -216,29 +219,6 @@ def iter_segment(
 # Records
 # --------------------------------------------------------------------------------------------------------------
 
-def result_to_record(result: Sam3Result) -> dict[str, Any]:
-    """A result as JSON: detections by decreasing score (ties in prompt order), masks as COCO RLE."""
-    from ..evaluation.masks import encode_masks
-
-    order = np.argsort(-np.asarray(result.scores, dtype=np.float64), kind='stable')
-    rles = encode_masks(np.asarray(result.masks, dtype=bool)[order])
-    h, w = result.masks.shape[1:]
-    return {'size': [int(h), int(w)], 'dets': [
-        {'label': result.labels[i], 'score': float(result.scores[i]),
-         'box': [float(v) for v in result.boxes[i]], 'rle': rle} for i, rle in zip(order, rles)]}
-
-
-def record_to_result(record: Mapping[str, Any]) -> Sam3Result:
-    """The :class:`Sam3Result` of a record of :func:`result_to_record` (masks decoded)."""
-    from ..evaluation.masks import decode_masks
-
-    dets = record['dets']
-    h, w = record['size']
-    return Sam3Result(decode_masks([d['rle'] for d in dets], (h, w)),
-                      np.array([d['box'] for d in dets], np.float32).reshape(-1, 4),
-                      np.array([d['score'] for d in dets], np.float32), [d['label'] for d in dets])
-
-
 # --------------------------------------------------------------------------------------------------------------
 # The job
 # --------------------------------------------------------------------------------------------------------------
@@ -294,21 +274,8 @@ class _Job:
     threshold: float
     batch: int
     workers: int
-    model: argparse.Namespace  # the evaluation runner's model options (backbone, window_size, override, ...)
+    model: ModelConfig  # the model, labelled and checked, and where the run writes
     chunks: list[list[int]] = field(default_factory=list)
-
-
-def _model_options(backbone: str, window_size: Any, resolution: int | None, sam3_checkpoint: str | None,
-                   cradio_checkpoint: str | None, pretrained: bool, overrides: Sequence[str], dtype: str,
-                   trunk_runtime: str | None, trunk_model: str | os.PathLike | None) -> argparse.Namespace:
-    overrides = list(overrides)
-    if resolution is not None:
-        overrides.append(f'backbone.image_size={int(resolution)}')
-    return argparse.Namespace(backbone=backbone, window_size=window_size, override=overrides, seed=0,
-                              random_weights=not pretrained, dtype=dtype, trunk_runtime=trunk_runtime,
-                              trunk_model=None if trunk_model is None else str(trunk_model),
-                              sam3_checkpoint=None if sam3_checkpoint is None else str(sam3_checkpoint),
-                              cradio_checkpoint=None if cradio_checkpoint is None else str(cradio_checkpoint))
 
 
 def segment_to_files(
@@ -322,17 +289,7 @@ def segment_to_files(
         threshold: float = 0.5,
         batch: int = 1,
         workers: int | None = None,
-        backbone: str = 'cradio_v4_h',
-        window_size: Any = None,
-        resolution: int | None = None,
-        sam3_checkpoint: str | os.PathLike | None = None,
-        cradio_checkpoint: str | os.PathLike | None = None,
-        pretrained: bool = True,
-        overrides: Sequence[str] = (),
-        dtype: str = 'fp32',
-        trunk_runtime: str | None = None,
-        trunk_model: str | os.PathLike | None = None,
-        device: str | None = None,
+        model: ModelOptions | str = DEFAULT_BACKBONE,
         threads: int | None = None,
         overwrite: bool = False,
         progress: bool = True,
@@ -347,12 +304,13 @@ def segment_to_files(
     extension; always ``errors.json`` (images that could not be read or prompted, skipped). Bookkeeping:
     ``run.json``, ``records/``, ``summary.json`` / ``summary.md`` (counts, timing).
 
-    The model is built here (in every torchrun rank) from the registry's options: ``backbone`` (``NAME`` or
-    ``NAME:WINDOW``), ``window_size``, ``resolution``, the checkpoints, ``pretrained=False`` for random weights,
-    hydra ``overrides``, ``dtype`` ('fp32', 'bf16'), ``trunk_runtime`` / ``trunk_model`` (an exported trunk;
-    see ``build_sam3``). ``workers`` defaults to :func:`default_workers`.
+    The model is built here (in every torchrun rank) from ``model``: checked
+    :class:`~sam3_cradio.options.ModelOptions` (backbone, window, resolution, weights, device, dtype, trunk
+    runtime), or a backbone name (``NAME`` or ``NAME:WINDOW``) with released weights. ``workers`` defaults to
+    :func:`default_workers`.
     """
-    from ..evaluation.runner import model_configs, run_eval
+    from ..evaluation.models import model_configs
+    from ..evaluation.runner import RunOptions, run_eval
     from .formats import check_formats
 
     formats = check_formats(formats)
@@ -362,34 +320,39 @@ def segment_to_files(
     workers = default_workers() if workers is None else int(workers)
     if workers < 0:
         raise ValueError(f'--workers must be >= 0, got {workers}')
-    m = _model_options(backbone, window_size, resolution, sam3_checkpoint, cradio_checkpoint, pretrained, overrides,
-                       dtype, trunk_runtime, trunk_model)
-    m.out = Path(out)
-    # the registry checks the model options, and hydra the overrides, before any image is listed or file written
-    config = model_configs(m)[0]
+    if not isinstance(model, ModelOptions):
+        model = ModelOptions.make(model)
+    if model.seed is None:  # random weights are the same in every rank and every resumed run
+        model = model.replace(seed=0)
+    run = RunOptions(out=Path(out), overwrite=overwrite, device=model.device, progress=progress, threads=threads,
+                     config={'inputs': [str(i) for i in ([images] if isinstance(images, (str, os.PathLike))
+                                                          else getattr(images, 'paths', images))],
+                             'prompts': prompts.to_json(), 'formats': list(formats), 'threshold': threshold,
+                             'batch': batch, 'workers': workers, 'model': model.fingerprint()})
+    # hydra checks the model's overrides before any image is listed or file written
+    config = model_configs([model], run)[0]
     listed = images if isinstance(images, ImageList) else collect_images(images)
     stems = listed.stems()  # two inputs that would write the same files fail here too
-    job = _Job(listed, prompts, formats, float(threshold), int(batch), workers, config.args,
+    job = _Job(listed, prompts, formats, float(threshold), int(batch), workers, config,
                _batches(len(listed), int(batch)))
-    run_args = argparse.Namespace(out=Path(out), limit=None, overwrite=overwrite, device=device,
-                                  progress=progress, threads=threads)
-    return run_eval(_eval_spec(job, stems, config.spec.title()), run_args, echo=echo)
+    return run_eval(_eval_spec(job, stems, config.spec.title()), run, echo=echo)
 
 
 def _eval_spec(job: _Job, stems: list[str], title: str) -> Any:
     """The job as the evaluation runner's :class:`~sam3_cradio.evaluation.runner.EvalSpec`: one unit per batch."""
-    from ..evaluation.runner import EvalSpec, build_model, model_fingerprint
+    from ..evaluation.models import build_model
+    from ..evaluation.runner import EvalSpec
     from .formats import OUTPUTS, write_outputs
 
-    out = Path(job.model.out)
-    fingerprint = {**model_fingerprint(job.model), 'prompts': job.prompts.to_json(), 'threshold': job.threshold,
+    out = Path(job.model.run.out)
+    fingerprint = {**job.model.options.fingerprint(), 'prompts': job.prompts.to_json(), 'threshold': job.threshold,
                    'batch': job.batch, 'num_images': len(job.images), 'inputs': job.images.digest(),
                    'root': str(job.images.root)}
 
     timing = JobTiming()
 
     def make_stream(ctx: Any, chunk_ids: list[int]) -> Iterator[tuple[int, dict[str, Any]]]:
-        model = build_model(job.model, 'image', ctx.device, interactive=bool(job.prompts.points))
+        model = build_model(job.model.options, 'image', ctx.device, interactive=bool(job.prompts.points))
         predictor = Sam3ImagePredictor(model, confidence_threshold=job.threshold)
         dataset = ImageDataset(job.images.paths, predictor.image_size)
         timing.start()  # the clock starts with the model built: decoding workers and all

@@ -8,23 +8,16 @@ from typing import Any
 
 import numpy as np
 
+from ...commands.common import add_model_args, add_run_args, model_options_list, run_options
+from ...options import ModelOptions
+from ...reporting import Report, markdown_table
 from ..datasets import load_coco, read_image
+from ..distributed import DistContext
 from ..masks import encode_masks
-from ..runner import (
-    DistContext,
-    EvalSpec,
-    ModelConfig,
-    Report,
-    add_model_args,
-    add_run_args,
-    build_model,
-    markdown_table,
-    model_configs,
-    model_fingerprint,
-    run_models,
-)
+from ..models import ModelConfig, build_model, model_configs, run_models
+from ..runner import EvalSpec
 
-__all__ = ['build_parser', 'main', 'ANCHOR']
+__all__ = ['add_arguments', 'run', 'ANCHOR']
 
 DESCRIPTION = """\
 COCO instance segmentation from text prompts (SAM3's open-vocabulary protocol): mask AP and box AP.
@@ -42,36 +35,33 @@ _ROWS = ('AP', 'AP50', 'AP75', 'APs', 'APm', 'APl')
 ANCHOR = 'SAM3 (PE) reports COCO box AP 56.4.'
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog='sam3-cradio eval coco', description=DESCRIPTION,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument('--ann', type=Path, required=True,
                    help='COCO instances json, e.g. annotations/instances_val2017.json')
     p.add_argument('--images', type=Path, required=True, help='its image folder, e.g. val2017/')
     p.add_argument('--min-score', type=float, default=0.05, help='keep detections scoring at least this')
     p.add_argument('--max-dets', type=int, default=100, help='keep at most this many detections per image')
-    add_model_args(p)
+    add_model_args(p, several=True, resolution=False)
     add_run_args(p)
-    return p
 
 
-def main(argv: list[str] | None = None) -> int:
+def run(a: argparse.Namespace) -> int:
     from ...metrics import CocoMetric
 
-    a = build_parser().parse_args(argv)
     if not 0.0 <= a.min_score <= 1.0 or a.max_dets < 1:
         raise ValueError(f'--min-score must be in [0, 1] and --max-dets >= 1, got {a.min_score}, {a.max_dets}')
-    models = model_configs(a)  # bad model options fail before the dataset is read
+    run_opts = run_options(a)
+    models = model_configs(model_options_list(a), run_opts)  # bad model options fail before the dataset is read
     ds = load_coco(a.ann, a.images)
     cats = sorted(ds.categories, key=lambda c: c['id'])
 
     def make_spec(c: ModelConfig) -> EvalSpec:
-        fingerprint = {**model_fingerprint(c.args), 'ann': str(a.ann.resolve()), 'images': str(a.images.resolve()),
+        fingerprint = {**c.options.fingerprint(), 'ann': str(a.ann.resolve()), 'images': str(a.images.resolve()),
                        'min_score': a.min_score, 'max_dets': a.max_dets, 'protocol': 'text prompt per category'}
-        return EvalSpec('coco', list(ds.images), fingerprint, lambda ctx: make_worker(c.args, ctx), finalize, 'img',
+        return EvalSpec('coco', list(ds.images), fingerprint, lambda ctx: make_worker(c.options, ctx), finalize, 'img',
                         f'## COCO text prompts: {c.spec.title()}')
 
-    def make_worker(m: argparse.Namespace, ctx: DistContext) -> Callable[[int], dict[str, Any]]:
+    def make_worker(m: ModelOptions, ctx: DistContext) -> Callable[[int], dict[str, Any]]:
         from ...predictor import Sam3ImagePredictor
 
         predictor = Sam3ImagePredictor(build_model(m, 'image', ctx.device, interactive=False),
@@ -114,5 +104,5 @@ def main(argv: list[str] | None = None) -> int:
                     'mask AP50': 100 * res.segm['AP50'], 'box AP50': 100 * res.bbox['AP50']}
         return Report(res.to_dict(), table + note, str(res), headline)
 
-    run_models(a, make_spec, ANCHOR, models, echo=print)
+    run_models(models, make_spec, run_opts, ANCHOR, echo=print)
     return 0

@@ -8,23 +8,16 @@ from typing import Any
 
 import numpy as np
 
+from ...commands.common import add_model_args, add_run_args, model_options_list, run_options
+from ...options import ModelOptions
+from ...reporting import Report, markdown_table
 from ..datasets import load_coco, read_image
+from ..distributed import DistContext
 from ..masks import decode_masks, encode_masks, segmentation_to_rle
-from ..runner import (
-    DistContext,
-    EvalSpec,
-    ModelConfig,
-    Report,
-    add_model_args,
-    add_run_args,
-    build_model,
-    markdown_table,
-    model_configs,
-    model_fingerprint,
-    run_models,
-)
+from ..models import ModelConfig, build_model, model_configs, run_models
+from ..runner import EvalSpec
 
-__all__ = ['build_parser', 'main']
+__all__ = ['add_arguments', 'run']
 
 DESCRIPTION = """\
 COCO box-prompted mIoU: every ground-truth box (optionally with its centre as a click) prompts one mask.
@@ -41,34 +34,31 @@ with the GT mask over all instances, and by GT area (small / medium / large, COC
 """
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog='sam3-cradio eval coco-boxes', description=DESCRIPTION,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument('--ann', type=Path, required=True,
                    help='COCO instances json, e.g. annotations/instances_val2017.json')
     p.add_argument('--images', type=Path, required=True, help='its image folder, e.g. val2017/')
     p.add_argument('--center-point', action='store_true', help="also click the box's centre (positive)")
     p.add_argument('--min-area', type=float, default=1.0, help='skip annotations with a smaller COCO area')
-    add_model_args(p)
+    add_model_args(p, several=True, resolution=False)
     add_run_args(p)
-    return p
 
 
-def main(argv: list[str] | None = None) -> int:
+def run(a: argparse.Namespace) -> int:
     from ...metrics import BoxPromptMIoUMetric
 
-    a = build_parser().parse_args(argv)
-    models = model_configs(a)  # bad model options fail before the dataset is read
+    run_opts = run_options(a)
+    models = model_configs(model_options_list(a), run_opts)  # bad model options fail before the dataset is read
     ds = load_coco(a.ann, a.images)
     prompt = 'box + centre point' if a.center_point else 'box'
 
     def make_spec(c: ModelConfig) -> EvalSpec:
-        fingerprint = {**model_fingerprint(c.args), 'ann': str(a.ann.resolve()), 'images': str(a.images.resolve()),
+        fingerprint = {**c.options.fingerprint(), 'ann': str(a.ann.resolve()), 'images': str(a.images.resolve()),
                        'prompt': prompt, 'min_area': a.min_area}
-        return EvalSpec('coco_boxes', list(ds.images), fingerprint, lambda ctx: make_worker(c.args, ctx), finalize,
+        return EvalSpec('coco_boxes', list(ds.images), fingerprint, lambda ctx: make_worker(c.options, ctx), finalize,
                         'img', f'## COCO box-prompted mIoU: {c.spec.title()}')
 
-    def make_worker(m: argparse.Namespace, ctx: DistContext) -> Callable[[int], dict[str, Any]]:
+    def make_worker(m: ModelOptions, ctx: DistContext) -> Callable[[int], dict[str, Any]]:
         from ...predictor import Sam3ImagePredictor
 
         predictor = Sam3ImagePredictor(build_model(m, 'image', ctx.device, interactive=True))
@@ -115,5 +105,5 @@ def main(argv: list[str] | None = None) -> int:
                     'large': 100 * res.miou_large}
         return Report({**res.to_dict(), 'prompt': prompt}, table + note, str(res), headline)
 
-    run_models(a, make_spec, f'Prompt: {prompt}; IoU x 100.', models, echo=print)
+    run_models(models, make_spec, run_opts, f'Prompt: {prompt}; IoU x 100.', echo=print)
     return 0

@@ -7,25 +7,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ...cli import window_arg
-from ...registry import BACKBONES, ModelSpec, Window, format_window, get_backbone, resolve
+from ...commands.common import add_model_args, add_run_args, model_options_list, refuse_unused, run_options, window_arg
+from ...options import ModelOptions
+from ...registry import BACKBONES, ModelSpec, Window, format_window, resolve
+from ...reporting import Report, markdown_table
 from ..datasets import list_images, read_image
-from ..runner import (
-    DistContext,
-    EvalSpec,
-    ModelConfig,
-    Report,
-    add_run_args,
-    build_model,
-    check_model_config,
-    markdown_table,
-    model_configs,
-    model_fingerprint,
-    resolve_model,
-    run_models,
-)
+from ..distributed import DistContext
+from ..models import ModelConfig, build_model, check_model_config, model_configs, run_models
+from ..runner import EvalSpec
 
-__all__ = ['build_parser', 'main']
+__all__ = ['add_arguments', 'run']
 
 DESCRIPTION = """\
 Feature fidelity: how close C-RADIO's sam3 adaptor features are to SAM3's own Perception Encoder features.
@@ -52,15 +43,9 @@ nearest one); without --windows each size sweeps its own suggested windows. Resu
 """
 
 
-def build_parser() -> argparse.ArgumentParser:
-    cradio = [n for n, b in BACKBONES.items() if b.is_cradio]
-    p = argparse.ArgumentParser(prog='sam3-cradio eval features', description=DESCRIPTION,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument('--images', type=Path, required=True, help='a folder of images (searched recursively)')
-    g = p.add_argument_group('models')
-    g.add_argument('--backbone', nargs='+', default=['cradio_v4_h'],
-                   help=f'C-RADIO backbone(s): {", ".join(cradio)}; several are compared one after the other into '
-                        '--out/<name> and side by side in --out/comparison.md')
+    g = add_model_args(p, several=True, cradio_only=True, resolution=False)
     g.add_argument('--windows', nargs='+', type=window_arg, default=None, metavar='global|N',
                    help='window sizes to compare, "global" for global attention (default: global and the windows '
                         "suggested for the backbone's token grid at each resolution; at 72 tokens: 6 8 9 12 18 24)")
@@ -70,16 +55,13 @@ def build_parser() -> argparse.ArgumentParser:
                         'window (the error names the nearest size). The same as --override backbone.image_size=N '
                         'for one size: give one or the other')
     g.add_argument('--reference', default='pe', help="the reference backbone (SAM3's own PE encoder)")
-    g.add_argument('--override', action='append', default=[], metavar='KEY=VALUE',
-                   help='hydra override of the C-RADIO config (repeatable)')
     g.add_argument('--reference-override', action='append', default=[], metavar='KEY=VALUE',
                    help='hydra override of the reference config (repeatable)')
-    g.add_argument('--sam3-checkpoint', default=None, help='local sam3.pt (PE and neck weights; default: HF)')
-    g.add_argument('--cradio-checkpoint', default=None, help='local C-RADIO .pth.tar (default: the release)')
-    g.add_argument('--random-weights', action='store_true', help='random weights (tests; no downloads)')
-    g.add_argument('--seed', type=int, default=0, help='torch seed set before building (random weights)')
     add_run_args(p)
-    return p
+
+
+# model options the comparison has no use for: it sweeps windows itself and compares float32 torch trunks
+_UNUSED = ('window_size', 'dtype', 'trunk_runtime', 'trunk_model')
 
 
 def _sweep(spec: ModelSpec, windows: list[Window] | None, resolutions: list[int] | None
@@ -100,34 +82,38 @@ def _sets_image_size(overrides: list[str]) -> bool:
     return any(o.lstrip('+').partition('=')[0] == 'backbone.image_size' for o in overrides)
 
 
-def main(argv: list[str] | None = None) -> int:
+def run(a: argparse.Namespace) -> int:
     import torch
 
-    from ...build import build_trunk, resolve_build
+    from ...build import build_trunk
     from ..features import FeatureComparer, summarize, sweep_label
 
-    a = build_parser().parse_args(argv)
-    a.window_size = None  # windows are swept with --windows
+    refuse_unused(a, _UNUSED, 'eval features (it sweeps --windows, in float32 torch)')
     for name in a.backbone:
         if ':' in name:
             raise ValueError(f'--backbone {name!r}: the feature comparison sweeps windows (--windows); name '
                              'backbones without one')
-        if not get_backbone(name).is_cradio:
+    options = model_options_list(a)
+    for m in options:
+        if not m.spec.backbone.is_cradio:
             cradio = [n for n, b in BACKBONES.items() if b.is_cradio]
-            raise ValueError(f'--backbone {name!r} is not a C-RADIO backbone; candidates are {cradio}, and PE is '
+            raise ValueError(f'--backbone {m.name!r} is not a C-RADIO backbone; candidates are {cradio}, and PE is '
                              'the --reference')
     if a.resolutions is not None and _sets_image_size(a.override):
         raise ValueError('--resolutions and --override backbone.image_size=N both set the C-RADIO input size; give '
                          'one (--resolutions takes one size or several)')
-    models = model_configs(a)
+    run_opts = run_options(a)
+    models = model_configs(options, run_opts)
     sweeps = {c.label: _sweep(c.spec, a.windows, a.resolutions) for c in models}  # all checked before any run
-    ref_spec, ref_overrides = resolve_build(a.reference, None, None, a.reference_override)
+    reference = ModelOptions.make(a.reference, overrides=a.reference_override, pretrained=not a.random_weights,
+                                  sam3_checkpoint=a.sam3_checkpoint, seed=a.seed)
+    ref_spec, ref_overrides = reference.spec, list(reference.overrides)
     check_model_config(ref_spec, ref_overrides)  # a typo fails here, before anything is written
     root = a.images
     files = {str(p.relative_to(root)): p for p in list_images(root)}
 
     def make_spec(c: ModelConfig) -> EvalSpec:
-        m = c.args
+        m = c.options
         sweep = sweeps[c.label]
         several = len(sweep) > 1
         # (label, window, resolution), resolution-major: each size's windows run together, as the worker runs them
@@ -136,17 +122,14 @@ def main(argv: list[str] | None = None) -> int:
         patch = c.spec.backbone.patch_size
 
         def make_worker(ctx: DistContext) -> Callable[[str], dict[str, Any]]:
-            ref_args = argparse.Namespace(**{**vars(m), 'backbone': a.reference, 'override': a.reference_override,
-                                             'cradio_checkpoint': None})
-            reference = build_model(ref_args, 'image', ctx.device, interactive=False)
-            spec, overrides = resolve_model(m)
-            overrides = [*overrides, f'pretrained={not m.random_weights}']
+            ref_model = build_model(reference, 'image', ctx.device, interactive=False)
+            overrides = [*m.overrides, f'pretrained={m.pretrained}']
             if m.cradio_checkpoint:
-                overrides.append(f'backbone.checkpoint={Path(m.cradio_checkpoint).resolve()}')
-            torch.manual_seed(m.seed)
+                overrides.append(f'backbone.checkpoint={m.cradio_checkpoint.resolve()}')
+            torch.manual_seed(m.seed or 0)
             # one trunk for every size (build_trunk's trunk takes any input side); one comparer per size around it
-            trunk = build_trunk(spec, overrides, ctx.device)
-            comparers = {r: FeatureComparer(reference, trunk, r, ctx.device) for r in sweep}
+            trunk = build_trunk(m.spec, overrides, ctx.device)
+            comparers = {r: FeatureComparer(ref_model, trunk, r, ctx.device) for r in sweep}
             first = next(iter(comparers.values()))
 
             def work(name: str) -> dict[str, Any]:
@@ -191,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
                 metrics['best'] = {'window': best_w, 'resolution': best_r}
             return Report(metrics, table + note, '', headline)
 
-        fingerprint = {k: v for k, v in model_fingerprint(m).items() if k != 'window_size'}
+        fingerprint = {k: v for k, v in m.fingerprint().items() if k != 'window_size'}
         if several:
             del fingerprint['resolution']
             fingerprint['resolutions'] = list(sweep)
@@ -203,6 +186,7 @@ def main(argv: list[str] | None = None) -> int:
         return EvalSpec('features', list(files), fingerprint, make_worker, finalize, 'img',
                         f'## Feature fidelity: {c.spec.backbone.label} `sam3` adaptor vs {ref_spec.title()}')
 
-    run_models(a, make_spec, f"Cosine similarity of the trunk features with {ref_spec.title()}'s, per window"
-               + (' and resolution.' if a.resolutions and len(set(a.resolutions)) > 1 else '.'), models, echo=print)
+    run_models(models, make_spec, run_opts, f"Cosine similarity of the trunk features with {ref_spec.title()}'s, "
+               'per window' + (' and resolution.' if a.resolutions and len(set(a.resolutions)) > 1 else '.'),
+               echo=print)
     return 0

@@ -7,23 +7,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ...commands.common import add_model_args, add_run_args, model_options_list, run_options
+from ...options import ModelOptions
+from ...reporting import Report, markdown_table
 from ..datasets import GOLD_SUBSETS, load_gold, read_image
+from ..distributed import DistContext
 from ..masks import encode_masks
-from ..runner import (
-    DistContext,
-    EvalSpec,
-    ModelConfig,
-    Report,
-    add_model_args,
-    add_run_args,
-    build_model,
-    markdown_table,
-    model_configs,
-    model_fingerprint,
-    run_models,
-)
+from ..models import ModelConfig, build_model, model_configs, run_models
+from ..runner import EvalSpec
 
-__all__ = ['build_parser', 'main', 'SAM3_THRESHOLD', 'FORK_THRESHOLD']
+__all__ = ['add_arguments', 'run', 'SAM3_THRESHOLD', 'FORK_THRESHOLD']
 
 _logger = logging.getLogger(__name__)
 
@@ -45,9 +38,7 @@ SAM3_THRESHOLD = 0.5
 FORK_THRESHOLD = 0.3
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog='sam3-cradio eval saco-gold', description=DESCRIPTION,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument('--gt-dir', type=Path, required=True,
                    help='folder of gold_<subset>_merged_<a|b|c>[_release]_test.json files')
     p.add_argument('--image-dir', type=Path, default=None, help='MetaCLIP images (all subsets but sa1b)')
@@ -57,9 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--score-threshold', type=float, default=SAM3_THRESHOLD,
                    help=f'keep detections scoring >= this ({SAM3_THRESHOLD}: SAM3; {FORK_THRESHOLD}: the '
                         'reference fork)')
-    add_model_args(p)
+    add_model_args(p, several=True, resolution=False)
     add_run_args(p)
-    return p
 
 
 def _threshold_note(t: float) -> str:
@@ -68,27 +58,27 @@ def _threshold_note(t: float) -> str:
     return f'detections kept at score >= {t:g} ({who})'
 
 
-def main(argv: list[str] | None = None) -> int:
+def run(a: argparse.Namespace) -> int:
     from ...metrics import CgF1Metric, average_cgf1
 
-    a = build_parser().parse_args(argv)
     if not 0.0 <= a.score_threshold <= 1.0:
         raise ValueError(f'--score-threshold must be in [0, 1], got {a.score_threshold}')
-    models = model_configs(a)  # bad model options fail before the dataset is read
+    run_opts = run_options(a)
+    models = model_configs(model_options_list(a), run_opts)  # bad model options fail before the dataset is read
     subsets = {s.name: s for s in load_gold(a.gt_dir, a.image_dir, a.sa1b_image_dir, a.subsets)}
     units = {f'{name}/{file_name}': (name, pair_ids) for name, s in subsets.items()
              for file_name, pair_ids in s.units().items()}
     _logger.info(_threshold_note(a.score_threshold))
 
     def make_spec(c: ModelConfig) -> EvalSpec:
-        fingerprint = {**model_fingerprint(c.args), 'gt_dir': str(a.gt_dir.resolve()), 'subsets': sorted(subsets),
+        fingerprint = {**c.options.fingerprint(), 'gt_dir': str(a.gt_dir.resolve()), 'subsets': sorted(subsets),
                        'score_threshold': a.score_threshold,
                        'image_dir': str(a.image_dir.resolve()) if a.image_dir else None,
                        'sa1b_image_dir': str(a.sa1b_image_dir.resolve()) if a.sa1b_image_dir else None}
-        return EvalSpec('saco_gold', list(units), fingerprint, lambda ctx: make_worker(c.args, ctx), finalize, 'img',
+        return EvalSpec('saco_gold', list(units), fingerprint, lambda ctx: make_worker(c.options, ctx), finalize, 'img',
                         f'## SA-Co/Gold cgF1: {c.spec.title()}')
 
-    def make_worker(m: argparse.Namespace, ctx: DistContext) -> Callable[[str], dict[str, Any]]:
+    def make_worker(m: ModelOptions, ctx: DistContext) -> Callable[[str], dict[str, Any]]:
         from ...predictor import Sam3ImagePredictor
 
         # the predictor keeps scores > its threshold; the metric applies >= score_threshold
@@ -140,6 +130,6 @@ def main(argv: list[str] | None = None) -> int:
         return Report({'score_threshold': a.score_threshold, 'average': avg, 'all_subsets': complete,
                        'subsets': {name: r.to_dict() for name, r in results.items()}}, table + note, text, headline)
 
-    run_models(a, make_spec, f'{_threshold_note(a.score_threshold)}. SAM3 reports cgF1 54.06 on SA-Co/Gold.',
-               models, echo=print)
+    run_models(models, make_spec, run_opts,
+               f'{_threshold_note(a.score_threshold)}. SAM3 reports cgF1 54.06 on SA-Co/Gold.', echo=print)
     return 0

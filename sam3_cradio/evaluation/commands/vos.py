@@ -8,23 +8,16 @@ from typing import Any
 
 import numpy as np
 
+from ...commands.common import add_model_args, add_run_args, model_options_list, run_options
+from ...options import ModelOptions
+from ...reporting import Report, markdown_table
 from ..datasets import load_davis, load_sav
+from ..distributed import DistContext
 from ..masks import decode_masks, encode_masks
-from ..runner import (
-    DistContext,
-    EvalSpec,
-    ModelConfig,
-    Report,
-    add_model_args,
-    add_run_args,
-    build_model,
-    markdown_table,
-    model_configs,
-    model_fingerprint,
-    run_models,
-)
+from ..models import ModelConfig, build_model, model_configs, run_models
+from ..runner import EvalSpec
 
-__all__ = ['build_parser', 'main', 'ANCHORS']
+__all__ = ['add_arguments', 'run', 'ANCHORS']
 
 DESCRIPTION = """\
 Semi-supervised video object segmentation: DAVIS 2017 val and SA-V val/test, J&F per sequence and mean.
@@ -47,9 +40,7 @@ SAM3 reports J&F 92.0 on DAVIS 2017 val and 84.6 on SA-V.
 ANCHORS = {'davis': 'SAM3 reports J&F 92.0 on DAVIS 2017 val', 'sav': 'SAM3 reports J&F 84.6 on SA-V'}
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog='sam3-cradio eval vos', description=DESCRIPTION,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument('--dataset', choices=('davis', 'sav'), required=True)
     p.add_argument('--root', type=Path, required=True, help='DAVIS root (JPEGImages/, Annotations/, ImageSets/) or '
                    'an SA-V split folder (sav_val/ or sav_test/)')
@@ -60,28 +51,27 @@ def build_parser() -> argparse.ArgumentParser:
                     help='resolve overlaps between objects (default for DAVIS)')
     ov.add_argument('--overlap', dest='non_overlap', action='store_false',
                     help='let objects overlap (default for SA-V)')
-    add_model_args(p)
+    add_model_args(p, several=True, resolution=False)
     add_run_args(p)
-    return p
 
 
-def main(argv: list[str] | None = None) -> int:
+def run(a: argparse.Namespace) -> int:
     from ...metrics import DavisMetric
 
-    a = build_parser().parse_args(argv)
-    models = model_configs(a)  # bad model options fail before the dataset is read
+    run_opts = run_options(a)
+    models = model_configs(model_options_list(a), run_opts)  # bad model options fail before the dataset is read
     ds = load_davis(a.root, a.split, a.resolution) if a.dataset == 'davis' else load_sav(a.root, a.split)
     non_overlap = (a.dataset == 'davis') if a.non_overlap is None else a.non_overlap
     label = {'davis': 'DAVIS 2017', 'sav': 'SA-V'}[a.dataset]
 
     def make_spec(c: ModelConfig) -> EvalSpec:
-        fingerprint = {**model_fingerprint(c.args), 'dataset': a.dataset, 'root': str(a.root.resolve()),
+        fingerprint = {**c.options.fingerprint(), 'dataset': a.dataset, 'root': str(a.root.resolve()),
                        'split': a.split, 'resolution': a.resolution if a.dataset == 'davis' else None,
                        'non_overlap': non_overlap, 'protocol': 'first-frame masks'}
-        return EvalSpec(f'vos_{a.dataset}', list(ds.sequences), fingerprint, lambda ctx: make_worker(c.args, ctx),
+        return EvalSpec(f'vos_{a.dataset}', list(ds.sequences), fingerprint, lambda ctx: make_worker(c.options, ctx),
                         finalize, 'seq', f'## {label} {a.split} J&F (first-frame masks): {c.spec.title()}')
 
-    def make_worker(m: argparse.Namespace, ctx: DistContext) -> Callable[[str], dict[str, Any]]:
+    def make_worker(m: ModelOptions, ctx: DistContext) -> Callable[[str], dict[str, Any]]:
         from ..vos import track_from_first_masks
 
         model = build_model(m, 'video', ctx.device)
@@ -131,5 +121,5 @@ def main(argv: list[str] | None = None) -> int:
         headline = {'J&F': 100 * res.jf_mean, 'J': 100 * res.j_mean, 'F': 100 * res.f_mean}
         return Report({**res.to_dict(), 'non_overlap': non_overlap}, head + note + per_seq, str(res), headline)
 
-    run_models(a, make_spec, ANCHORS[a.dataset] + '.', models, echo=print)
+    run_models(models, make_spec, run_opts, ANCHORS[a.dataset] + '.', echo=print)
     return 0

@@ -1,7 +1,7 @@
-"""``sam3-cradio segment``: its options and what it does (the CLI module only wires them in).
+"""``sam3-cradio segment``: segment images from a text, box or point prompt.
 
 One image and no ``--format``: the annotated image to ``--out`` (``segmented.png``), as the first command of the
-README. Otherwise a job (:func:`~.segment.segment_to_files`) into the folder ``--out`` (``segmented/``).
+README. Otherwise a job (:func:`sam3_cradio.jobs.segment_to_files`) into the folder ``--out`` (``segmented/``).
 """
 from __future__ import annotations
 
@@ -11,9 +11,14 @@ from pathlib import Path
 import numpy as np
 
 from ..files import IMAGE_EXTS
-from .formats import FORMATS
+from ..jobs.formats import FORMATS
+from ..options import ModelOptions
+from .common import add_model_args, model_options
 
-__all__ = ['add_arguments', 'run']
+__all__ = ['HELP', 'EPILOG', 'add_arguments', 'run']
+
+HELP = ('segment images (a file, folders, globs, lists of paths) from a text, box or point prompt; writes an '
+        'annotated image, or COCO / JSON / PNG / YOLO / VOC files')
 
 EPILOG = """\
 formats (--format, several at once; default coco for a folder):
@@ -33,9 +38,6 @@ finished batch.
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    """The options of ``sam3-cradio segment`` (the model options come from :func:`sam3_cradio.cli.add_model_args`)."""
-    from ..cli import add_model_args
-
     p.add_argument('inputs', nargs='+', metavar='INPUT',
                    help='image files, folders (searched recursively), glob patterns (quoted: "photos/**/*.jpg") '
                         'or text files of image paths (one per line)')
@@ -66,45 +68,39 @@ def _one_image(a: argparse.Namespace) -> bool:
 
 
 def run(a: argparse.Namespace) -> int:
-    """Run ``sam3-cradio segment`` with parsed options; Ctrl-C ends in one line (exit 130)."""
-    from ..evaluation.cli import run_interruptible
+    """Run ``sam3-cradio segment`` with parsed options."""
+    model = model_options(a)  # checked once, before any input is read
+    return _annotate_one(a, model) if _one_image(a) else _job(a, model)
 
-    return run_interruptible(lambda: _annotate_one(a) if _one_image(a) else _job(a))
 
-
-def _job(a: argparse.Namespace) -> int:
-    from .segment import segment_to_files
+def _job(a: argparse.Namespace, model: ModelOptions) -> int:
+    from ..jobs.segment import segment_to_files
 
     out = a.out or Path('segmented')
     segment_to_files(a.inputs, out, a.text, a.box, a.point, formats=a.format or ['coco'], threshold=a.threshold,
-                     batch=a.batch, workers=a.workers, backbone=a.backbone, window_size=a.window_size,
-                     resolution=a.resolution, sam3_checkpoint=a.sam3_checkpoint,
-                     cradio_checkpoint=a.cradio_checkpoint, pretrained=not a.random_weights,
-                     dtype=getattr(a, 'dtype', 'fp32'), trunk_runtime=getattr(a, 'trunk_runtime', None),
-                     trunk_model=getattr(a, 'trunk_model', None), device=a.device, threads=a.threads,
-                     overwrite=a.overwrite, progress=a.progress, echo=print)
+                     batch=a.batch, workers=a.workers, model=model, threads=a.threads, overwrite=a.overwrite,
+                     progress=a.progress, echo=print)
     return 0
 
 
-def _annotate_one(a: argparse.Namespace) -> int:
+def _annotate_one(a: argparse.Namespace, model: ModelOptions) -> int:
     """The single-image command of the README: the annotated image to ``--out`` and a line per detection."""
     from PIL import Image
 
-    from ..cli import build_from_args, model_spec
+    from ..build import build_sam3
     from ..draw import draw_detections
     from ..images import to_rgb_array
+    from ..jobs.segment import Prompts
     from ..predictor import Sam3ImagePredictor
-    from .segment import Prompts
 
     prompts = Prompts.make(a.text, a.box, a.point)
-    model_spec(a)
     out = a.out or Path('segmented.png')
     image = to_rgb_array(a.inputs[0])  # fail on bad options or a bad image before building the model
     if a.threads:
         import torch
 
         torch.set_num_threads(a.threads)
-    predictor = Sam3ImagePredictor(build_from_args(a, 'image', interactive=bool(prompts.points)),
+    predictor = Sam3ImagePredictor(build_sam3(model, mode='image', interactive=bool(prompts.points)),
                                    confidence_threshold=a.threshold)
     predictor.set_image(image)
     result = prompts.predict(predictor)

@@ -1,34 +1,27 @@
-"""``sam3-cradio export``: the options and the run (the CLI in :mod:`sam3_cradio.cli` only wires them)."""
+"""``sam3-cradio export``: the trunk (or the encoder) to ONNX for onnxruntime / OpenVINO / TensorRT."""
 from __future__ import annotations
 
 import argparse
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
+from .common import add_model_args, model_options
 
-from ..registry import BACKBONES, resolve
-from .export import COMPAT_OPSET, DEFAULT_OPSET, ExportResult, export_encoder, export_trunk
-from .runtimes import EXPORTED_RUNTIMES, runtime_unavailable
+if TYPE_CHECKING:
+    from ..export.export import ExportResult
 
-__all__ = ['add_arguments', 'run_cli', 'format_result']
+__all__ = ['HELP', 'DESCRIPTION', 'add_arguments', 'run', 'format_result']
+
+HELP = 'export the trunk (or the encoder) to ONNX for onnxruntime / OpenVINO / TensorRT (pip install "sam3-cradio[export]")'
+DESCRIPTION = 'ONNX export of C-RADIO + the sam3 head at a fixed size and window (docs/deploy.md).'
 
 
-def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    from ..cli import window_arg
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    from ..export.export import COMPAT_OPSET, DEFAULT_OPSET
+    from ..export.runtimes import EXPORTED_RUNTIMES
 
-    p.add_argument('--backbone', default='cradio_v4_h', metavar='NAME[:WINDOW]',
-                   help=f'a C-RADIO backbone of the registry ({", ".join(n for n, b in BACKBONES.items() if b.is_cradio)}); '
-                        f'NAME:WINDOW also sets the window')
-    p.add_argument('--window-size', type=window_arg, default=None, metavar='global|N',
-                   help="ViTDet window in tokens, or 'global' (default); fixed in the file")
-    p.add_argument('--resolution', type=int, default=None, metavar='PX',
-                   help="input side in px, fixed in the file (default: the backbone's, 1152 for C-RADIOv4); a "
-                        'multiple of patch x window')
-    p.add_argument('--cradio-checkpoint', type=Path, default=None,
-                   help='local C-RADIO .pth.tar / .safetensors (default: the release, from the Hugging Face cache)')
-    p.add_argument('--random-weights', action='store_true',
-                   help='random weights of the architecture (timing, tests); recorded as "random" in the file')
+    add_model_args(p, cradio_only=True, sam3=False, device=False)  # the window and size are fixed in the file
     p.add_argument('--encoder', action='store_true',
                    help='export the encoder alone: RGB in [0, 1] -> summary and features of the backbone and of '
                         'each --adaptor (default: the SAM3 trunk, SAM3\'s input in, the sam3 adaptor\'s map out)')
@@ -46,7 +39,6 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument('--threads', type=int, default=None, help='torch CPU threads (default: torch decides)')
     p.add_argument('--out', type=Path, default=Path('trunk.onnx'),
                    help='the .onnx file; large models also write <out>.data beside it (keep them together)')
-    return p
 
 
 def format_result(result: ExportResult) -> str:
@@ -65,16 +57,21 @@ def format_result(result: ExportResult) -> str:
     return '\n'.join(lines)
 
 
-def run_cli(a: argparse.Namespace) -> str:
-    """Export what the options describe; returns the text to print."""
+def run(a: argparse.Namespace) -> int:
+    """Export what the options describe and print what was written."""
+    import torch
+
+    from ..export.export import export_encoder, export_trunk
+    from ..export.runtimes import runtime_unavailable
+
     # the exporter's optimiser logs every pass at INFO: keep the command's output to what it did
     for name in ('onnx_ir', 'onnxscript'):
         logging.getLogger(name).setLevel(logging.WARNING)
     if a.threads:
         torch.set_num_threads(a.threads)
-    spec = resolve(a.backbone, a.window_size, a.resolution)  # refused here, before any weights are read
     if a.random_weights and a.cradio_checkpoint is not None:
         raise ValueError('--random-weights and --cradio-checkpoint both name the weights; give one')
+    spec = model_options(a).spec  # refused here, before any weights are read
     if a.no_verify:
         verify: list[str] = []
     elif a.verify is not None:
@@ -95,4 +92,5 @@ def run_cli(a: argparse.Namespace) -> str:
             raise ValueError(f'the trunk has one adaptor head (the one SAM3 reads), got {adaptors}; use --encoder '
                              f'for several')
         result = export_trunk(a.out, spec, adaptor=adaptors[0], **common)
-    return format_result(result)
+    print(format_result(result))
+    return 0
