@@ -2,9 +2,7 @@
 (options: ``--help``; torchrun works too). The code lives in ``sam3_cradio/evaluation/commands/saco_gold.py``."""
 import sys
 
-from sam3_cradio.cli import run_command, setup_logging
-from sam3_cradio.evaluation.cli import main
+from sam3_cradio.cli import main
 
 if __name__ == '__main__':
-    setup_logging()
-    sys.exit(run_command(main, ['saco-gold', *sys.argv[1:]]))
+    sys.exit(main(['eval', 'saco-gold', *sys.argv[1:]]))

@@ -2,9 +2,7 @@
 (options: ``--help``; torchrun works too). The code lives in ``sam3_cradio/evaluation/commands/vos.py``."""
 import sys
 
-from sam3_cradio.cli import run_command, setup_logging
-from sam3_cradio.evaluation.cli import main
+from sam3_cradio.cli import main
 
 if __name__ == '__main__':
-    setup_logging()
-    sys.exit(run_command(main, ['vos', *sys.argv[1:]]))
+    sys.exit(main(['eval', 'vos', *sys.argv[1:]]))

@@ -1,7 +1,7 @@
 """The evaluations (``sam3-cradio eval NAME``): sharded, resumable prediction loops, the dataset layouts they read
 and one command per benchmark. The metrics themselves live in :mod:`sam3_cradio.metrics`.
 
-- :mod:`.cli`: ``sam3-cradio eval coco|coco-boxes|saco-gold|vos|features``; :mod:`.commands`: one module each.
+- :mod:`.commands`: ``sam3-cradio eval coco|coco-boxes|saco-gold|vos|features``, one module each.
 - :mod:`.runner`: shard over torchrun ranks, stream one JSON record per unit to disk, resume, merge once, report
   (``docs/evaluation.md``); model options resolved through :mod:`sam3_cradio.registry`.
 - :mod:`.datasets`: COCO, SA-Co/Gold, DAVIS 2017 and SA-V layouts, checked before any model is built.

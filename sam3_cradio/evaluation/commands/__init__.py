@@ -1,2 +1,2 @@
-"""One module per evaluation (``sam3-cradio eval NAME``), each with ``build_parser()`` and ``main(argv) -> int``;
-:mod:`sam3_cradio.evaluation.cli` dispatches to them."""
+"""One module per evaluation (``sam3-cradio eval NAME``), each with ``DESCRIPTION``, ``add_arguments(parser)`` and
+``run(args) -> int``; :mod:`sam3_cradio.commands.eval` wires them in as sub-commands."""
