@@ -741,14 +741,14 @@ def test_every_evaluation_has_its_help(name, capsys):
 def test_eval_lists_the_evaluations_and_scripts_are_the_same_command(capsys):
     from sam3_cradio.cli import main
 
-    assert main(['eval']) == 2
-    listing = capsys.readouterr().err
-    assert listing.startswith('usage: sam3-cradio eval NAME')
-    assert [line.split()[0] for line in listing.splitlines()[3:]] == list(OPTIONS)
-    assert main(['eval', '--help']) == 0 and capsys.readouterr().out == listing
-    assert main(['eval', 'davis']) == 2
-    assert capsys.readouterr().err == ("error: unknown evaluation 'davis'; choose one of: coco, coco-boxes, "
-                                       'saco-gold, vos, features (sam3-cradio eval NAME --help)\n')
+    with pytest.raises(SystemExit) as e:
+        main(['eval', '--help'])
+    assert e.value.code == 0
+    listing = capsys.readouterr().out
+    assert listing.startswith('usage: sam3-cradio eval') and all(name in listing for name in OPTIONS)
+    with pytest.raises(SystemExit) as e:
+        main(['eval', 'davis'])
+    assert e.value.code == 2 and "invalid choice: 'davis'" in capsys.readouterr().err
     # eval/<name>.py is a thin entry point to the same command
     with pytest.raises(SystemExit):
         main(['eval', 'coco_boxes', '--help'])  # the script's spelling works too
