@@ -84,6 +84,7 @@ def meta_build():
 def tiny_image_model():
     """A tiny SAM3 image model (interactive) on the NVIDIA fixture's C-RADIO weights; random SAM3 weights."""
     from sam3_cradio.build import build_sam3
+    torch.manual_seed(0)  # built before the per-test seed: the weights must not depend on which test asks first
     return build_sam3('cradio_tiny', mode='image', pretrained=False, cradio_checkpoint=CRADIO_TINY / 'model.pth.tar',
                       device='cpu')
 

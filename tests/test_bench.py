@@ -277,6 +277,7 @@ def _key(r: Row):
     return r.backbone, r.size, r.window if r.kind == 'cradio' else 'own', r.dtype
 
 
+@pytest.mark.slow
 def test_tiny_rows_complete(tiny_run):
     _, result, _ = tiny_run
     rows = result.rows
@@ -317,6 +318,7 @@ def test_tiny_rows_complete(tiny_run):
             assert r.speedup_vs_fp32 is None and inf.speedup_vs_fp32 is None
 
 
+@pytest.mark.slow
 def test_tiny_pe_padding_counted(tiny_run):
     """PE tiny (4-token windows, 4 windowed and 4 global blocks, 3 heads of 64) pads the 6x6 grid to 8x8 in its
     windowed blocks, as PE-L+ pads 36 to 48; its attention FLOPs are those of the padded grid."""
@@ -332,6 +334,7 @@ def test_tiny_pe_padding_counted(tiny_run):
     assert any('pads its 6x6 grid to 8x8' in n for n in result.notes)
 
 
+@pytest.mark.slow
 def test_tiny_matmul_fixture_and_meta(tiny_run):
     from sam3_cradio.assets import CRADIO_TINY_DIR
 
@@ -351,6 +354,7 @@ def test_tiny_matmul_fixture_and_meta(tiny_run):
     assert result.config.fixture == CRADIO_TINY_DIR
 
 
+@pytest.mark.slow
 def test_tiny_outputs_written(tiny_run):
     path, result, raw = tiny_run
     png = path.with_suffix('.png')
@@ -367,6 +371,7 @@ def test_tiny_outputs_written(tiny_run):
     assert windows == {GLOBAL, 2, 3, 4}  # 'global' or tokens, never null
 
 
+@pytest.mark.slow
 def test_off_grid_nearest_tiny(tmp_path):
     """A window that does not divide the grid runs at the nearest size it allows, without ratios (another grid) and
     without whole-image inference (the SAM3 model runs at the grid's size)."""
@@ -386,6 +391,7 @@ def test_off_grid_nearest_tiny(tmp_path):
 # Whole folders: `bench --pipeline`
 # ---------------------------------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_pipeline_times_the_segment_job_end_to_end(tmp_path):
     from sam3_cradio.bench.pipeline import PipelineResult, format_pipeline, make_photo_folder, run_pipeline
 
@@ -431,6 +437,7 @@ def test_pipeline_cli_writes_files_and_skips_windows_off_the_grid(tmp_path, caps
     assert d['config']['folder'].startswith('2 photos of 64x48 px') and 'skipped:' in text
 
 
+@pytest.mark.slow
 def test_op_profile_splits_the_encoder_time():
     from sam3_cradio.bench import op_class
     from sam3_cradio.bench.report import format_table
@@ -455,6 +462,7 @@ def test_op_profile_splits_the_encoder_time():
     assert again.rows[0].encoder.ops == rows[0].encoder.ops
 
 
+@pytest.mark.slow
 def test_pipeline_runs_exported_trunks(tmp_path):
     pytest.importorskip('onnxruntime')
     from sam3_cradio.bench.pipeline import make_photo_folder, run_pipeline

@@ -18,6 +18,7 @@ def test_exemplar_boxes_are_reproducible_and_inside():
         assert 0 <= x0 < x1 <= 80 and 0 <= y0 < y1 <= 60 and float(x0).is_integer()
 
 
+@pytest.mark.slow
 def test_bench_exemplars_tiny(tmp_path, capsys):
     out = tmp_path / 'bench.json'
     argv = ['bench', '--exemplars', '--tiny', '--exemplar-counts', '1', '4', '12', '--exemplar-baseline-max', '4',

@@ -62,6 +62,7 @@ def test_cradio_build_differs_only_under_trunk(backbone):
     assert f'{prefix}encoder.model.embeds.pos_embed' in trunk and not trunk & set(theirs)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('interactive', [True, False])
 def test_image_layouts_follow_the_video_layout(interactive):
     """The image models hold the video model's detector (and, interactive, its tracker) under sam3's image key

@@ -87,6 +87,7 @@ def test_track_every_backbone(name, builds, clip, tmp_path, capsys):
     assert spec == resolve(name) and mode == 'video'
 
 
+@pytest.mark.slow
 def test_window_options_reach_the_build(builds, tmp_path):
     base = ['segment', str(IMAGES / 'coffee.jpg'), '--text', 'cup', '--random-weights', '--device', 'cpu',
             '--out', str(tmp_path / 'o.png')]

@@ -573,6 +573,7 @@ assert compat.apply_cpu_shims() == names == compat.apply_cpu_shims()  # applies 
 ''')
 
 
+@pytest.mark.slow
 def test_edt_stub_is_removed_with_the_shims():
     _run_python('import sys; sys.modules["triton"] = None\n' + '''
 from sam3_cradio import compat

@@ -650,6 +650,7 @@ def test_video_text_box_and_limits(app, small, confident_tracker, artifacts):
 # Concurrency
 # ---------------------------------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_eight_concurrent_users(app, small):
     """8 sessions at once (queued: the model runs one request at a time): each gets its own image, prompt and
     slider state back."""

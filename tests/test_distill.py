@@ -258,6 +258,7 @@ def test_tiny_run_lowers_held_out_loss_and_round_trips(photos, tmp_path):
         assert torch.equal(a[name].features, b[name].features) and torch.equal(a[name].summary, b[name].summary)
 
 
+@pytest.mark.slow
 def test_interrupt_and_resume_matches_uninterrupted_run(photos, tmp_path):
     # ViTDet student training its last block: EMA/MESA, DAMP, accumulation and multi-resolution all active
     extra = ['optim.steps=6', 'optim.accum_steps=2', 'run.save_every=3', 'student.window_size=2',

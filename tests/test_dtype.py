@@ -38,6 +38,7 @@ def test_bf16_trunk_stays_close_to_float32_on_the_fixture():
         assert ((out - ref).norm() / ref.norm()).item() < 0.03
 
 
+@pytest.mark.slow
 def test_bf16_video_on_cpu(tmp_path):
     from sam3_cradio.video import Sam3VideoPredictor
 

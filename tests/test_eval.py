@@ -809,6 +809,7 @@ def test_sam3_cradio_eval_coco_with_c_radio_and_pe_in_process(data_root, coco_fu
 # The other evals in process, each with a crash and a resume
 # ---------------------------------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_coco_box_prompt_miou_resumes(data_root, monkeypatch, tmp_path):
     coco = data_root / 'coco'
     argv = ['--ann', str(coco / 'instances_mini.json'), '--images', str(coco / 'images'), '--center-point',
@@ -822,6 +823,7 @@ def test_coco_box_prompt_miou_resumes(data_root, monkeypatch, tmp_path):
     assert '| box + centre point |' in (tmp_path / 'full' / 'metrics.md').read_text()
 
 
+@pytest.mark.slow
 def test_saco_gold_cgf1_resumes(data_root, monkeypatch, tmp_path):
     gold = data_root / 'gold'
     argv = ['--gt-dir', str(gold / 'gt-annotations'), '--image-dir', str(gold / 'metaclip-images'),
@@ -839,6 +841,7 @@ def test_saco_gold_cgf1_resumes(data_root, monkeypatch, tmp_path):
     assert "score >= 0.3 (the reference fork's threshold, not SAM3's 0.5)" in md and '**average**' in md
 
 
+@pytest.mark.slow
 def test_davis_jf_resumes(data_root, monkeypatch, tmp_path, blob_tracker):
     argv = ['--dataset', 'davis', '--root', str(data_root / 'davis'), *MODEL_ARGS]
     result = _resume_check(monkeypatch, tmp_path, 'vos', argv, crash_after=1)
@@ -869,6 +872,7 @@ def test_sav_jf_on_annotated_frames(data_root, tmp_path, blob_tracker):
 TINY_PE = ['trunk.embed_dim=64', 'trunk.depth=2', 'trunk.num_heads=2', 'trunk.global_att_blocks=[1]']
 
 
+@pytest.mark.slow
 def test_feature_fidelity_resumes(data_root, monkeypatch, tmp_path):
     ref = [x for o in TINY_PE for x in ('--reference-override', o)]
     argv = ['--images', str(data_root / 'coco' / 'images'), '--windows', 'global', '4', '8', '--limit', '3',
@@ -998,6 +1002,7 @@ def test_feature_resolutions_are_checked_before_anything_is_written(data_root, t
     assert not (tmp_path / 'o').exists()
 
 
+@pytest.mark.slow
 def test_several_models_side_by_side_in_one_command(data_root, tmp_path):
     gold = data_root / 'gold'
     out = tmp_path / 'cmp'

@@ -83,6 +83,7 @@ def test_exported_trunk_matches_torch_fp32(exported, torch_trunk, runtime, size)
         assert float((got[0] - ref).abs().max()) <= 1e-4
 
 
+@pytest.mark.slow
 def test_compat_opset_matches_torch(tmp_path, torch_trunk):
     """Opset 18 (attention as MatMul-Softmax-MatMul, for older runtimes and TensorRT) computes the same."""
     import onnx
@@ -99,6 +100,7 @@ def test_compat_opset_matches_torch(tmp_path, torch_trunk):
             assert float((ExportedTrunk(result.path, runtime)(x)[0] - ref).abs().max()) <= 1e-4
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('runtime', RUNTIMES)
 def test_sam3_gives_the_same_detections_with_the_exported_trunk(exported, runtime):
     need(runtime)
@@ -132,6 +134,7 @@ def test_sam3_gives_the_same_detections_with_the_exported_trunk(exported, runtim
     assert not np.allclose(first.boxes, second.boxes, atol=1e-3)
 
 
+@pytest.mark.slow
 def test_video_model_tracks_with_the_exported_trunk(exported, tmp_path):
     need('openvino')
     from PIL import Image
@@ -151,6 +154,7 @@ def test_video_model_tracks_with_the_exported_trunk(exported, tmp_path):
     assert summary.frames == 2 and (tmp_path / 'out.mp4').is_file()
 
 
+@pytest.mark.slow
 def test_encoder_export_matches_torch(tmp_path):
     need('onnxruntime')
     adaptors = ('sam3', 'siglip2-g')
@@ -288,6 +292,7 @@ def test_corrupted_or_foreign_file_is_a_clear_error(exported, tmp_path, damage, 
         read_info(tmp_path / 'missing.onnx')
 
 
+@pytest.mark.slow
 def test_external_data_missing_or_truncated(tmp_path, torch_trunk, monkeypatch):
     """Large models keep their weights in <name>.onnx.data (here forced for the tiny one): both runtimes find it,
     and a missing or cut one is named."""
@@ -385,6 +390,7 @@ def test_runtime_options_and_precision(exported):
 # benchmark
 # --------------------------------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_bench_runtimes_tiny(tmp_path, capsys):
     need('onnxruntime')
     need('openvino')

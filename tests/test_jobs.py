@@ -161,6 +161,7 @@ def _differ(a: np.ndarray, b: np.ndarray) -> float:
     return float((a != b).mean()) if a.size else 0.0
 
 
+@pytest.mark.slow
 def test_iter_segment_batches_the_trunk_and_matches_the_predictor(odd, tiny_image_model):
     from sam3_cradio.jobs import iter_segment
     from sam3_cradio.predictor import Sam3ImagePredictor

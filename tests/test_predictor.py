@@ -129,6 +129,7 @@ def _count_decoder_runs(model, monkeypatch) -> list:
     return runs
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('text', [None, 'cup'])
 def test_many_exemplar_boxes_decode_once_like_sam3s_multibox_prompt(predictor, monkeypatch, text):
     """All boxes go into one prompt, decoded once; the detections are those sam3's own loop gives after its last
@@ -153,6 +154,7 @@ LONG = ('a small brown dog with a red collar sitting next to a large white cat o
         'near the big open window and a')
 
 
+@pytest.mark.slow
 def test_long_text_prompts_warn_with_the_dropped_words(predictor):
     """Past SAM3's 32-token context (30 words' worth of BPE tokens) a phrase is cut: two prompts differing only
     there give the same detections, and each warns, pointing at the caller, naming what was ignored."""
@@ -243,6 +245,7 @@ def test_odd_images(tiny_image_model, tmp_path):
         predictor.set_image(tmp_path / 'notes.png')
 
 
+@pytest.mark.slow
 def test_segment_command(tmp_path, capsys):
     out = tmp_path / 'seg.png'
     common = ['--backbone', 'cradio_tiny', '--cradio-checkpoint', str(CRADIO_TINY / 'model.pth.tar'),

@@ -154,6 +154,7 @@ def test_open_every_source(model, clip):
 # Prompts and propagation
 # ---------------------------------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_box_and_points_on_middle_frame_propagate_both(model, clip, confident_tracker):
     p = Sam3VideoPredictor(model)
     p.open(clip['mp4'])
@@ -312,6 +313,7 @@ def _eval_vos(monkeypatch, root: Path, dataset: str, out: Path) -> dict:
     return json.loads((out / 'metrics.json').read_text())['metrics']
 
 
+@pytest.mark.slow
 def test_track_command_writes_vos_masks_json_and_scores_jf_1(model, clip, tmp_path, confident_tracker,
                                                                monkeypatch, capsys):
     """`track --masks-dir --vos-root --json`: DAVIS palette PNGs (0 background, one value per object), a DAVIS
@@ -567,6 +569,7 @@ def test_add_mask_tracks_every_object_like_sam2(model, clip, confident_tracker):
     assert p.obj_ids == [] and p._masks is None
 
 
+@pytest.mark.slow
 def test_add_mask_directions_on_a_video_file(model, clip, confident_tracker):
     p = Sam3VideoPredictor(model)
     p.open(clip['mp4'])                                                # frames decoded again for the tracker
