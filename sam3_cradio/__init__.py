@@ -1,8 +1,7 @@
 """sam3-cradio: NVIDIA's C-RADIOv4 as the image backbone of Meta's SAM3."""
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from ._lazy import lazy_getattr
 
 __version__ = '0.1.0'
 
@@ -17,11 +16,7 @@ _LAZY = {
     'Sam3VideoPredictor': 'video',
 }
 
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(f'.{_LAZY[name]}', __name__), name)
-    raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
+__getattr__ = lazy_getattr(__name__, _LAZY)
 
 
 __all__ = [*_LAZY, '__version__']

@@ -38,6 +38,7 @@ from .checkpoint import (
     read_radio_checkpoint,
     save_radio_checkpoint,
 )
+from .registry import name_key
 
 _logger = logging.getLogger(__name__)
 
@@ -184,10 +185,9 @@ VARIANTS['cradio_test'] = _test_arch()
 
 def resolve_release_name(name: str) -> str | None:
     """'c-radio_v4-h', 'cradio_v4_h', 'C-RADIOv4-H' and 'nvidia/C-RADIOv4-H' all name the same release."""
-    key = name.lower().replace('nvidia/', '').replace('-', '').replace('_', '')
+    key = name_key(name)
     for release_name, release in RELEASES.items():
-        aliases = {release_name, release.checkpoint.repo_id.split('/')[-1]}
-        if key in {a.lower().replace('-', '').replace('_', '') for a in aliases}:
+        if key in {name_key(release_name), name_key(release.checkpoint.repo_id)}:
             return release_name
     return None
 

@@ -23,7 +23,7 @@ from typing import Literal
 __all__ = [
     'GLOBAL', 'Window', 'Backbone', 'ModelSpec', 'BACKBONES', 'register_backbone', 'get_backbone', 'list_backbones',
     'resolve', 'parse_window', 'parse_model', 'format_window', 'format_model', 'window_tokens', 'window_from_tokens',
-    'window_to_hydra', 'speed_models', 'DEFAULT_BACKBONE',
+    'window_to_hydra', 'speed_models', 'DEFAULT_BACKBONE', 'name_key',
 ]
 
 GLOBAL = 'global'
@@ -170,14 +170,16 @@ class ModelSpec:
 BACKBONES: dict[str, Backbone] = {}
 
 
-def _key(name: str) -> str:
+def name_key(name: str) -> str:
+    """How backbone and release names compare: case, '-', '_', surrounding spaces and an 'nvidia/' prefix
+    ignored ('C-RADIOv4-H', 'nvidia/C-RADIOv4-H' and 'c-radio_v4-h' are one name)."""
     return name.strip().lower().replace('nvidia/', '').replace('-', '').replace('_', '')
 
 
 def register_backbone(backbone: Backbone) -> Backbone:
     """Add a backbone (a new C-RADIO release, a distilled checkpoint's config) under its name and aliases."""
-    taken = {_key(k) for b in BACKBONES.values() for k in (b.name, b.label, *b.aliases)}
-    clash = [k for k in (backbone.name, backbone.label, *backbone.aliases) if _key(k) in taken]
+    taken = {name_key(k) for b in BACKBONES.values() for k in (b.name, b.label, *b.aliases)}
+    clash = [k for k in (backbone.name, backbone.label, *backbone.aliases) if name_key(k) in taken]
     if clash:
         raise ValueError(f'backbone names already registered: {clash}')
     BACKBONES[backbone.name] = backbone
@@ -213,9 +215,9 @@ def get_backbone(name: str | Backbone) -> Backbone:
         return name
     if not isinstance(name, str):
         raise TypeError(f'backbone must be a name, got {type(name).__name__}')
-    key = _key(name)
+    key = name_key(name)
     for b in BACKBONES.values():
-        if key in {_key(a) for a in (b.name, b.label, *b.aliases)}:
+        if key in {name_key(a) for a in (b.name, b.label, *b.aliases)}:
             return b
     raise ValueError(f'unknown backbone {name!r}; choose one of {list_backbones()}')
 

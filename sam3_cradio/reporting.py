@@ -10,10 +10,12 @@ import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ['Report', 'environment', 'jsonable', 'markdown_table', 'format_number']
 
@@ -38,6 +40,8 @@ def _version(dist_name: str) -> str | None:
 
 def environment(device: torch.device) -> dict[str, Any]:
     """Git SHA (and whether the tree had local changes), device and library versions, for the metrics JSON."""
+    import torch
+
     sha = _git('rev-parse', 'HEAD')
     status = _git('status', '--porcelain', '--untracked-files=no')
     if device.type == 'cuda':

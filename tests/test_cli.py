@@ -152,10 +152,12 @@ def test_ctrl_c_anywhere_in_a_command_is_one_line(monkeypatch, capsys):
 
 @pytest.mark.slow
 def test_the_command_starts_without_torch():
-    """`sam3-cradio` imports nothing heavy before it runs (so Ctrl-C during start-up is handled by main)."""
+    """`sam3-cradio` imports nothing heavy before it runs (so Ctrl-C during start-up is handled by main), and
+    every command's options are read without torch (`--help` and option errors are immediate)."""
     import subprocess
     import sys
 
-    code = 'import sys, sam3_cradio, sam3_cradio.cli; print("torch" in sys.modules, "sam3" in sys.modules)'
+    code = ('import sys, sam3_cradio, sam3_cradio.cli; sam3_cradio.cli.build_parser(); '
+            'print("torch" in sys.modules, "sam3" in sys.modules)')
     assert subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True).stdout.split() == [
         'False', 'False']

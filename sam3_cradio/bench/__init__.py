@@ -14,34 +14,53 @@ timing), :mod:`.fixture` (bf16 check on NVIDIA's fixture), :mod:`.rows` / :mod:`
 """
 from __future__ import annotations
 
-from .config import DTYPES, BenchCommand, BenchConfig
-from .fixture import Deviation, FixtureCase, FixtureCheck, bf16_fixture_check
-from .measure import (
-    MatmulPeak,
-    PeakMemory,
-    TimedCall,
-    attention_flop_mapping,
-    attention_flops,
-    check_real,
-    count_flops,
-    interleave,
-    matmul_throughput,
-    op_class,
-    op_profile,
-    reset_hwm,
-)
-from .models import PELayout, cradio_trunk, pe_layout, pe_trunk
-from .plan import plan_rows
-from .report import format_plan, format_table, plot_latency, write_outputs
-from .result import BenchResult, MatmulReport
-from .rows import EncoderResult, InferenceResult, Measurement, Ratios, Row, RowKey, RowTable, add_ratios
-from .runner import run_benchmark, run_cli
+from .._lazy import lazy_getattr
 
-__all__ = [
-    'BenchConfig', 'BenchCommand', 'DTYPES', 'run_cli', 'run_benchmark', 'plan_rows',
-    'Row', 'RowKey', 'RowTable', 'Measurement', 'EncoderResult', 'InferenceResult', 'Ratios', 'add_ratios',
-    'BenchResult', 'MatmulReport', 'MatmulPeak', 'FixtureCheck', 'FixtureCase', 'Deviation', 'bf16_fixture_check',
-    'attention_flops', 'attention_flop_mapping', 'count_flops', 'PeakMemory', 'reset_hwm', 'matmul_throughput',
-    'TimedCall', 'check_real', 'interleave', 'op_class', 'op_profile', 'PELayout', 'pe_layout', 'pe_trunk', 'cradio_trunk',
-    'format_table', 'format_plan', 'plot_latency', 'write_outputs',
-]
+# Imported on first use: the command line reads the options of a command without loading torch.
+_LAZY = {
+    'DTYPES': 'config',
+    'BenchCommand': 'config',
+    'BenchConfig': 'config',
+    'Deviation': 'fixture',
+    'FixtureCase': 'fixture',
+    'FixtureCheck': 'fixture',
+    'bf16_fixture_check': 'fixture',
+    'MatmulPeak': 'measure',
+    'PeakMemory': 'measure',
+    'TimedCall': 'measure',
+    'attention_flop_mapping': 'measure',
+    'attention_flops': 'measure',
+    'check_real': 'measure',
+    'count_flops': 'measure',
+    'interleave': 'measure',
+    'matmul_throughput': 'measure',
+    'op_class': 'measure',
+    'op_profile': 'measure',
+    'reset_hwm': 'measure',
+    'PELayout': 'models',
+    'cradio_trunk': 'models',
+    'pe_layout': 'models',
+    'pe_trunk': 'models',
+    'plan_rows': 'plan',
+    'format_plan': 'report',
+    'format_table': 'report',
+    'plot_latency': 'report',
+    'write_outputs': 'report',
+    'BenchResult': 'result',
+    'MatmulReport': 'result',
+    'EncoderResult': 'rows',
+    'InferenceResult': 'rows',
+    'Measurement': 'rows',
+    'Ratios': 'rows',
+    'Row': 'rows',
+    'RowKey': 'rows',
+    'RowTable': 'rows',
+    'add_ratios': 'rows',
+    'run_benchmark': 'runner',
+    'run_cli': 'runner',
+}
+
+__getattr__ = lazy_getattr(__name__, _LAZY)
+
+
+__all__ = list(_LAZY)

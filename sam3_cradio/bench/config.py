@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from ..assets import CRADIO_TINY_DIR
-from ..build import DTYPES  # the dtypes --dtype takes everywhere
+from ..options import DTYPES  # the dtypes --dtype takes everywhere
 from ..registry import BACKBONES, GLOBAL, Backbone, Window, get_backbone, parse_model, parse_window, speed_models
 
 __all__ = ['BenchConfig', 'BenchCommand', 'DTYPES', 'OFF_GRID', 'RSS_METHODS', 'cradio_models']

@@ -10,8 +10,9 @@ from typing import Any
 
 import torch
 
+from ..build import DTYPES
 from ..registry import Window, format_window, window_tokens
-from .config import DTYPES, BenchCommand, BenchConfig
+from .config import BenchCommand, BenchConfig
 from .fixture import bf16_fixture_check
 from .measure import TimedCall, count_flops, interleave, matmul_throughput, op_profile, timing_environment
 from .models import compiled, cradio_trunk, num_params, pe_built_layout, pe_trunk, sam3_model, synthetic_image

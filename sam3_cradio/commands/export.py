@@ -6,6 +6,8 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..export.info import COMPAT_OPSET, DEFAULT_OPSET
+from ..options import TRUNK_RUNTIMES
 from .common import add_model_args, model_options
 
 if TYPE_CHECKING:
@@ -18,9 +20,6 @@ DESCRIPTION = 'ONNX export of C-RADIO + the sam3 head at a fixed size and window
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from ..export.export import COMPAT_OPSET, DEFAULT_OPSET
-    from ..export.runtimes import EXPORTED_RUNTIMES
-
     add_model_args(p, cradio_only=True, sam3=False, device=False)  # the window and size are fixed in the file
     p.add_argument('--encoder', action='store_true',
                    help='export the encoder alone: RGB in [0, 1] -> summary and features of the backbone and of '
@@ -31,7 +30,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument('--opset', type=int, default=DEFAULT_OPSET,
                    help=f'ONNX opset (default {DEFAULT_OPSET}: attention as one op; {COMPAT_OPSET} for older runtimes '
                         'and TensorRT)')
-    p.add_argument('--verify', nargs='+', choices=EXPORTED_RUNTIMES, default=None, metavar='RUNTIME',
+    p.add_argument('--verify', nargs='+', choices=TRUNK_RUNTIMES[1:], default=None, metavar='RUNTIME',
                    help='run the written file in these runtimes against torch once and print the largest '
                         'difference (default: onnxruntime when installed)')
     p.add_argument('--no-verify', action='store_true', help='skip that check (it costs one forward per runtime)')

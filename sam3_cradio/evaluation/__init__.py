@@ -9,7 +9,21 @@ and one command per benchmark. The metrics themselves live in :mod:`sam3_cradio.
 - :mod:`.vos`: semi-supervised VOS (first-frame masks) with sam3's tracker.
 - :mod:`.features`: C-RADIO vs PE feature fidelity.
 """
-from .datasets import DatasetError
-from .runner import EvalSpec, InjectedCrash, RecordStore, Report, run_eval
+from __future__ import annotations
 
-__all__ = ['DatasetError', 'EvalSpec', 'InjectedCrash', 'RecordStore', 'Report', 'run_eval']
+from .._lazy import lazy_getattr
+
+# Imported on first use: the command line reads the options of a command without loading torch.
+_LAZY = {
+    'DatasetError': 'datasets',
+    'EvalSpec': 'runner',
+    'InjectedCrash': 'runner',
+    'RecordStore': 'runner',
+    'Report': 'runner',
+    'run_eval': 'runner',
+}
+
+__getattr__ = lazy_getattr(__name__, _LAZY)
+
+
+__all__ = list(_LAZY)

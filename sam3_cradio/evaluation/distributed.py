@@ -7,13 +7,20 @@ import datetime
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ['DistContext', 'init_distributed', 'single_process_env']
 
 _DIST_TIMEOUT = datetime.timedelta(hours=24)  # ranks wait for the slowest one at the end
+
+
+def _device(name: str) -> torch.device:
+    import torch
+
+    return torch.device(name)
 
 
 @dataclass
@@ -23,7 +30,7 @@ class DistContext:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
-    device: torch.device = field(default_factory=lambda: torch.device('cpu'))
+    device: torch.device = field(default_factory=lambda: _device('cpu'))
     initialized: bool = False  # this object started the process group (and closes it)
 
     @property
@@ -69,6 +76,8 @@ def init_distributed(device: str | None = None) -> DistContext:
     local = int(os.environ.get('LOCAL_RANK', '0'))
     if world < 1 or not 0 <= rank < world:
         raise ValueError(f'RANK={rank} / WORLD_SIZE={world} are inconsistent; launch with torchrun or set neither')
+    import torch
+
     dev = torch.device(device or ('cuda' if torch.cuda.is_available() else 'cpu'))
     if dev.type == 'cuda':
         if not torch.cuda.is_available():

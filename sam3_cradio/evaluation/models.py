@@ -7,9 +7,7 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from ..files import write_atomic
 from ..options import ModelOptions
@@ -17,6 +15,9 @@ from ..registry import ModelSpec
 from ..reporting import jsonable, markdown_table
 from .distributed import init_distributed, single_process_env
 from .runner import EvalSpec, RunOptions, quiet, run_eval
+
+if TYPE_CHECKING:
+    import torch
 
 _logger = logging.getLogger(__name__)
 
@@ -93,6 +94,8 @@ def run_models(configs: Sequence[ModelConfig], make_spec: Callable[[ModelConfig]
     ``<run.out>/comparison.{json,md}``: the models' headline metrics side by side. ``echo`` as in :func:`run_eval`."""
     echo = echo or quiet
     if run.threads:
+        import torch
+
         torch.set_num_threads(run.threads)
     ctx = init_distributed(run.device)
     try:

@@ -20,8 +20,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from ..files import write_atomic
 from ..reporting import Report, environment, jsonable
 from .distributed import DistContext, init_distributed
@@ -187,6 +185,8 @@ def run_eval(spec: EvalSpec, run: RunOptions, ctx: DistContext | None = None,
             raise ValueError(f'--limit must be a positive number, got {run.limit}')
         ids = ids[:run.limit]
     if run.threads:
+        import torch
+
         torch.set_num_threads(run.threads)
     own = ctx is None
     ctx = init_distributed(run.device) if own else ctx

@@ -12,29 +12,30 @@ Guide, options and timings: ``docs/deploy.md``.
 """
 from __future__ import annotations
 
-from .export import (
-    COMPAT_OPSET,
-    DEFAULT_OPSET,
-    ExportResult,
-    export_encoder,
-    export_trunk,
-    export_trunk_module,
-)
-from .info import ExportInfo, check_info, file_sha256, read_info
-from .runtimes import (
-    EXPORTED_RUNTIMES,
-    PRECISIONS,
-    RUNTIMES,
-    ExportedModel,
-    ExportedTrunk,
-    RuntimeOptions,
-    cpu_has_bf16,
-    runtime_unavailable,
-    trunk_config,
-)
+from .._lazy import lazy_getattr
 
-__all__ = [
-    'COMPAT_OPSET', 'DEFAULT_OPSET', 'ExportInfo', 'ExportResult', 'check_info', 'export_encoder', 'export_trunk',
-    'export_trunk_module', 'file_sha256', 'read_info', 'EXPORTED_RUNTIMES', 'PRECISIONS', 'RUNTIMES',
-    'ExportedModel', 'ExportedTrunk', 'RuntimeOptions', 'cpu_has_bf16', 'runtime_unavailable', 'trunk_config',
-]
+# Imported on first use (torch, onnx and the runtimes load only when a name is used)
+_LAZY = {
+    'COMPAT_OPSET': 'export',
+    'DEFAULT_OPSET': 'export',
+    'ExportResult': 'export',
+    'export_encoder': 'export',
+    'export_trunk': 'export',
+    'export_trunk_module': 'export',
+    'ExportInfo': 'info',
+    'check_info': 'info',
+    'file_sha256': 'info',
+    'read_info': 'info',
+    'EXPORTED_RUNTIMES': 'runtimes',
+    'PRECISIONS': 'runtimes',
+    'RUNTIMES': 'runtimes',
+    'ExportedModel': 'runtimes',
+    'ExportedTrunk': 'runtimes',
+    'RuntimeOptions': 'runtimes',
+    'cpu_has_bf16': 'runtimes',
+    'runtime_unavailable': 'runtimes',
+    'trunk_config': 'runtimes',
+}
+__getattr__ = lazy_getattr(__name__, _LAZY)
+
+__all__ = list(_LAZY)

@@ -24,19 +24,13 @@ import torch
 from torch import nn
 
 from ..registry import ModelSpec, Window, format_window, resolve, window_from_tokens
-from .info import RANDOM_WEIGHTS, ExportInfo, file_sha256
+from .info import COMPAT_OPSET, DEFAULT_OPSET, RANDOM_WEIGHTS, ExportInfo, file_sha256
 
 _logger = logging.getLogger(__name__)
 
 __all__ = ['DEFAULT_OPSET', 'COMPAT_OPSET', 'ExportResult', 'export_trunk', 'export_encoder', 'export_trunk_module',
            'onnx_files']
 
-# Opset 23 writes attention as one ONNX `Attention` op instead of MatMul-Softmax-MatMul. onnxruntime runs that op
-# with a fused kernel: at 1152 px (SO400M, window 12, 2 threads) 2.2x faster and 40% less memory than the opset-18
-# graph, whose global blocks hold (16, 5184, 5184) score matrices. OpenVINO fuses either form itself (same speed).
-# COMPAT_OPSET (18) is for older runtimes and TensorRT's ONNX parser.
-DEFAULT_OPSET = 23
-COMPAT_OPSET = 18
 # Weights above this go to an external data file (<name>.onnx.data) beside the graph, so that reading the
 # metadata (and protobuf's 2 GiB limit) never means parsing a gigabyte of weights.
 EXTERNAL_DATA_BYTES = 256 * 2 ** 20

@@ -24,6 +24,12 @@ __all__ = [
 METADATA_PREFIX = 'sam3_cradio.'
 FORMAT_VERSION = 1
 RANDOM_WEIGHTS = 'random'
+# Opset 23 writes attention as one ONNX `Attention` op instead of MatMul-Softmax-MatMul. onnxruntime runs that op
+# with a fused kernel: at 1152 px (SO400M, window 12, 2 threads) 2.2x faster and 40% less memory than the opset-18
+# graph, whose global blocks hold (16, 5184, 5184) score matrices. OpenVINO fuses either form itself (same speed).
+# COMPAT_OPSET (18) is for older runtimes and TensorRT's ONNX parser.
+DEFAULT_OPSET = 23
+COMPAT_OPSET = 18
 Kind = Literal['trunk', 'encoder']
 INPUT_RANGE = {'trunk': '[-1, 1]', 'encoder': '[0, 1]'}
 

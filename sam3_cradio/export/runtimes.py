@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..options import TRUNK_RUNTIMES
 from ..registry import ModelSpec
 from ..trunk import check_input_size
 from .info import ExportInfo, check_info, file_sha256, read_info
@@ -37,8 +38,8 @@ _logger = logging.getLogger(__name__)
 __all__ = ['RUNTIMES', 'EXPORTED_RUNTIMES', 'PRECISIONS', 'RuntimeOptions', 'ExportedModel', 'ExportedTrunk',
            'runtime_unavailable', 'cpu_has_bf16', 'trunk_config']
 
-RUNTIMES = ('torch', 'onnxruntime', 'openvino')
-EXPORTED_RUNTIMES = ('onnxruntime', 'openvino')
+RUNTIMES = TRUNK_RUNTIMES  # torch, then the runtimes of exported files
+EXPORTED_RUNTIMES = tuple(r for r in RUNTIMES if r != 'torch')
 PRECISIONS = ('auto', 'fp32', 'bf16')
 _PACKAGES = {'onnxruntime': 'onnxruntime', 'openvino': 'openvino'}
 _OPSET_HINT = ('. A runtime that does not know opset 23 (its Attention op) needs a file exported with --opset 18')

@@ -7,9 +7,23 @@
   (:mod:`.formats`).
 - :func:`collect_images`: which images, in which order, under which names.
 """
-from .formats import FORMATS, record_to_result, result_to_record
-from .inputs import ImageList, collect_images
-from .segment import Prompts, iter_segment, segment_to_files
+from __future__ import annotations
 
-__all__ = ['FORMATS', 'ImageList', 'Prompts', 'collect_images', 'iter_segment', 'record_to_result',
-           'result_to_record', 'segment_to_files']
+from .._lazy import lazy_getattr
+
+# Imported on first use: the command line reads the options of a command without loading torch.
+_LAZY = {
+    'FORMATS': 'formats',
+    'record_to_result': 'formats',
+    'result_to_record': 'formats',
+    'ImageList': 'inputs',
+    'collect_images': 'inputs',
+    'Prompts': 'segment',
+    'iter_segment': 'segment',
+    'segment_to_files': 'segment',
+}
+
+__getattr__ = lazy_getattr(__name__, _LAZY)
+
+
+__all__ = list(_LAZY)
