@@ -1,6 +1,7 @@
 """Small file helpers used across the package: image file lists in natural order and atomic writes."""
 from __future__ import annotations
 
+import logging
 import os
 import re
 from collections.abc import Callable, Iterator
@@ -8,9 +9,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-__all__ = ['IMAGE_EXTS', 'natural_key', 'list_image_files', 'atomic_path', 'write_atomic', 'save_atomic']
+__all__ = ['IMAGE_EXTS', 'natural_key', 'list_image_files', 'atomic_path', 'write_atomic', 'save_atomic',
+           'check_writable']
 
 IMAGE_EXTS = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp')
+
+_logger = logging.getLogger(__name__)
 
 
 def natural_key(name: str) -> list[Any]:
@@ -21,11 +25,20 @@ def natural_key(name: str) -> list[Any]:
 def list_image_files(folder: str | os.PathLike, recursive: bool = False) -> list[Path]:
     """Image files (:data:`IMAGE_EXTS`, any case) under ``folder``, in natural order of their relative paths.
 
-    An empty list when there are none; callers say what they expected.
+    An empty list when there are none; callers say what they expected. A symlink to an image is listed under its
+    own name; symlinked folders are not searched (so a link loop cannot hang the search), and a link to nothing
+    (broken, or a loop of links) is left out with a warning.
     """
     root = Path(folder)
     found = root.rglob('*') if recursive else root.iterdir()
-    files = [p for p in found if p.is_file() and p.suffix.lower() in IMAGE_EXTS]
+    files = []
+    for p in found:
+        if p.suffix.lower() not in IMAGE_EXTS:
+            continue
+        if p.is_file():
+            files.append(p)
+        elif p.is_symlink() and not p.exists():
+            _logger.warning('skipping %s: a symlink to nothing (broken, or a loop of links)', p)
     return sorted(files, key=lambda p: natural_key(p.relative_to(root).as_posix()))
 
 
@@ -57,3 +70,16 @@ def save_atomic(path: str | os.PathLike, save: Callable[[Path], Any]) -> None:
     """Call ``save(tmp)`` (e.g. ``lambda p: torch.save(obj, p)``) and move the result to ``path`` atomically."""
     with atomic_path(path) as tmp:
         save(tmp)
+
+
+def check_writable(path: str | os.PathLike, what: str) -> None:
+    """Refuse, before any work is done, a ``path`` that cannot be written: its nearest existing ancestor folder
+    must be a folder this process may write in. The ValueError names ``what`` ('output folder', 'video', ...)."""
+    path = Path(path)
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ValueError(f'cannot write the {what} {path}: {parent} is a file, not a folder')
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ValueError(f'cannot write the {what} {path}: no permission to write in {parent}')

@@ -376,6 +376,9 @@ class Sam3ImagePredictor:
         state = self._require_image()
         if isinstance(prompts, str):
             prompts = [p for p in prompts.split(',')] if ',' in prompts else [prompts]
+        if isinstance(prompts, (bytes, bytearray)) or not isinstance(prompts, Sequence) or not prompts:
+            raise ValueError(f'give at least one noun phrase: predict_text("cat") or predict_text(["cat", "dog"]), '
+                             f'got {prompts!r}')
         prompts = [check_text(p) for p in prompts]
         for prompt in prompts:  # before any model call: the warning points at the caller's line
             warn_if_truncated(prompt, self.model, stacklevel=2)

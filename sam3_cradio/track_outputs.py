@@ -32,10 +32,12 @@ folder, whatever the frame size) or ``JPEGImages_24fps/<name>``, the masks under
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
-from collections.abc import Sequence
+import shutil
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -43,13 +45,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image
 
-from .files import save_atomic, write_atomic
+from .files import check_writable, save_atomic, write_atomic
 
 if TYPE_CHECKING:
     import supervision as sv
 
-__all__ = ['VideoFrameResult', 'LAYOUTS', 'MAX_DAVIS_OBJECTS', 'davis_palette', 'ObjectLabels', 'VosMaskWriter', 'VosRootWriter',
-           'TrackJsonWriter', 'read_davis_masks']
+__all__ = ['VideoFrameResult', 'LAYOUTS', 'MAX_DAVIS_OBJECTS', 'davis_palette', 'ObjectLabels', 'VosMaskWriter',
+           'VosRootWriter', 'TrackJsonWriter', 'read_davis_masks', 'check_outputs', 'vos_sequence_dirs', 'staged_file',
+           'staged_dir']
 
 _logger = logging.getLogger(__name__)
 
@@ -92,6 +95,77 @@ class VideoFrameResult:
     def empty(cls, frame_idx: int, height: int, width: int) -> VideoFrameResult:
         return cls(frame_idx, np.zeros((0,), np.int64), np.zeros((0, height, width), bool),
                    np.zeros((0, 4), np.float32), np.zeros((0,), np.float32))
+
+
+def vos_sequence_dirs(root: str | os.PathLike, name: str, layout: str = 'davis') -> tuple[Path, Path, Path]:
+    """(frames folder, masks folder, sequence list file) of sequence ``name`` in a VOS root of ``layout``."""
+    root = Path(root)
+    if _check_layout(layout) == 'davis':
+        return (root / 'JPEGImages' / '480p' / name, root / 'Annotations' / '480p' / name,
+                root / 'ImageSets' / '2017' / 'val.txt')
+    return root / 'JPEGImages_24fps' / name, root / 'Annotations_6fps' / name, root / 'sav_val.txt'
+
+
+def check_outputs(out: str | os.PathLike | None = None, masks_dir: str | os.PathLike | None = None,
+                  vos_root: str | os.PathLike | None = None, json_path: str | os.PathLike | None = None,
+                  sequence: str | None = None, layout: str = 'davis') -> None:
+    """Refuse the outputs of a tracking run that cannot be written, before any model is built or frame read: a
+    file where a folder is needed (or the reverse), a folder without write permission, or a VOS root that already
+    holds the sequence (a second video would be mixed into it: name another sequence, or remove the old one)."""
+    for path, what, folder in ((out, 'video', False), (json_path, 'JSON', False), (masks_dir, 'masks folder', True),
+                               (vos_root, 'VOS root', True)):
+        if path is None:
+            continue
+        p = Path(path)
+        if folder and p.exists() and not p.is_dir():
+            raise ValueError(f'the {what} {p} is a file; give a folder')
+        if not folder and p.is_dir():
+            raise ValueError(f'the {what} {p} is a folder; give a file path')
+        check_writable(p, what)
+    if vos_root is not None and sequence is not None:
+        if not sequence or sequence in ('.', '..') or any(c in sequence for c in '/\\'):
+            raise ValueError(f'a sequence name is a folder name, got {sequence!r}')
+        frames, masks, _ = vos_sequence_dirs(vos_root, sequence, layout)
+        taken = [d for d in (frames, masks) if d.is_dir() and any(d.iterdir())]
+        if taken:
+            raise ValueError(f'the VOS root {vos_root} already holds a sequence {sequence!r} ({taken[0]}); name '
+                             f'another one (--sequence NAME) or remove {", ".join(map(str, taken))} first')
+
+
+@contextlib.contextmanager
+def staged_file(path: str | os.PathLike) -> Iterator[Path]:
+    """A temporary path beside ``path`` (same suffix) to write to; it replaces ``path`` only when the block ends
+    without an error, and is removed otherwise: an existing file survives a failed or interrupted run."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f'.{path.stem}.partial-{os.getpid()}{path.suffix}')
+    try:
+        yield tmp
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    os.replace(tmp, path)
+
+
+@contextlib.contextmanager
+def staged_dir(path: str | os.PathLike) -> Iterator[Path]:
+    """A temporary folder beside ``path`` to fill; it takes the place of ``path`` (and of what was there) only
+    when the block ends without an error, and is removed otherwise."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f'.{path.name}.partial-{os.getpid()}')
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    old = path.with_name(f'.{path.name}.old-{os.getpid()}')
+    if path.exists():
+        os.replace(path, old)
+    os.replace(tmp, path)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def _check_layout(layout: str) -> str:
@@ -248,23 +322,20 @@ class VosRootWriter:
             raise ValueError(f'a sequence name is a folder name, got {name!r}')
         self.root, self.name, self.layout = Path(root), name, _check_layout(layout)
         self.quality = int(quality)
-        if self.layout == 'davis':
-            self.frames_dir = self.root / 'JPEGImages' / '480p' / name
-            masks_dir = self.root / 'Annotations' / '480p' / name
-            self.list_file = self.root / 'ImageSets' / '2017' / 'val.txt'
-        else:
-            self.frames_dir = self.root / 'JPEGImages_24fps' / name
-            masks_dir = self.root / 'Annotations_6fps' / name
-            self.list_file = self.root / 'sav_val.txt'
+        check_outputs(vos_root=self.root, sequence=name, layout=layout)  # never mixed into another video's frames
+        self.frames_dir, masks_dir, self.list_file = vos_sequence_dirs(self.root, name, layout)
         self.frames_dir.mkdir(parents=True, exist_ok=True)
         self.masks = VosMaskWriter(masks_dir, names, layout)
-        self._listed = False
 
     def __enter__(self) -> VosRootWriter:
         return self
 
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
+    def __exit__(self, exc_type: Any, *exc: Any) -> None:
+        if exc_type is None:
+            self.close()
+        else:  # a failed or stopped run leaves no half sequence (it would block the corrected command)
+            shutil.rmtree(self.frames_dir, ignore_errors=True)
+            shutil.rmtree(self.masks.folder, ignore_errors=True)
 
     def write(self, frame: np.ndarray, result: VideoFrameResult) -> None:
         """Write one frame ((H, W, 3) uint8 RGB, as tracked) and its masks."""
@@ -272,9 +343,6 @@ class VosRootWriter:
         image = Image.fromarray(np.ascontiguousarray(frame))
         save_atomic(self.frames_dir / f'{name}.jpg', lambda p: image.save(p, format='JPEG', quality=self.quality))
         self.masks.write(result)
-        if not self._listed:  # listed once its first frame exists
-            self._add_to_list()
-            self._listed = True
 
     def _add_to_list(self) -> None:
         names = self.list_file.read_text().split() if self.list_file.is_file() else []
@@ -282,7 +350,9 @@ class VosRootWriter:
             write_atomic(self.list_file, '\n'.join([*names, self.name]) + '\n')
 
     def close(self) -> None:
+        """Complete the masks and list the sequence (a sequence is listed once all its frames are written)."""
         self.masks.close()
+        self._add_to_list()
 
 
 class TrackJsonWriter:

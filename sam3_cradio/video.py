@@ -205,6 +205,20 @@ def _is_video_file(video: Any) -> bool:
         and Path(video).suffix.lower() not in IMAGE_EXTS
 
 
+def _check_frame_sizes(files: Sequence[Path], width: int, height: int) -> None:
+    """Every frame of a folder has the first frame's size (read from the file headers, nothing decoded)."""
+    for p in files[1:]:
+        try:
+            with Image.open(p) as im:
+                size = im.size
+        except OSError:
+            continue  # unreadable frames are reported when read, with their own message
+        if size != (width, height):
+            raise ValueError(f'frame {p.name} is {size[0]}x{size[1]} but the first frame of {p.parent} is '
+                             f'{width}x{height}: the frames of a video have one size (resize them, or track the '
+                             'sizes as separate videos)')
+
+
 def probe_video(video: VideoLike) -> VideoInfo:
     """Check that ``video`` can be read (its first frame decodes) and report its size, frame count and fps.
 
@@ -216,8 +230,12 @@ def probe_video(video: VideoLike) -> VideoInfo:
         first = next(iter_video_frames(video))
         if _is_frame_list(video):
             n = len(video)
+        elif Path(video).is_dir():
+            files = list_frame_files(video)
+            n = len(files)
+            _check_frame_sizes(files, first.shape[1], first.shape[0])
         else:
-            n = len(list_frame_files(video)) if Path(video).is_dir() else 1
+            n = 1
         return VideoInfo(n, first.shape[0], first.shape[1], None)
     path = Path(video)
     cap = _open_capture(path)
@@ -965,7 +983,15 @@ def track_video(
     from tqdm.auto import tqdm
 
     from .draw import draw_detections
-    from .track_outputs import LAYOUTS, TrackJsonWriter, VosMaskWriter, VosRootWriter
+    from .track_outputs import (
+        LAYOUTS,
+        TrackJsonWriter,
+        VosMaskWriter,
+        VosRootWriter,
+        check_outputs,
+        staged_dir,
+        staged_file,
+    )
 
     if text is None and box is None:
         raise ValueError('track_video needs a prompt: text="..." and/or box=[x0, y0, x1, y1]')
@@ -979,6 +1005,7 @@ def track_video(
         raise ValueError('track_video has nothing to write: give out, masks_dir, vos_root or json_path')
     if sequence is None and vos_root is not None:
         sequence = Path(video).stem if isinstance(video, (str, os.PathLike)) else 'video'
+    check_outputs(out, masks_dir, vos_root, json_path, sequence, mask_layout)  # before a frame is read
     predictor = model if isinstance(model, Sam3VideoPredictor) else Sam3VideoPredictor(model)
     t0 = time.perf_counter()
     predictor.open(video)
@@ -990,18 +1017,22 @@ def track_video(
     names = frame_names(video, predictor.num_frames)
     fps = float(fps or predictor.fps or 25.0)
     writer = None
-    if out is not None:
-        out = Path(out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        writer = cv2.VideoWriter(str(out), cv2.VideoWriter_fourcc(*'mp4v'), fps, (w, h))
-        if not writer.isOpened():
-            raise ValueError(f'cannot write {out} with OpenCV (mp4v); use an .mp4 path in a writable folder')
     info = {'video': str(video) if isinstance(video, (str, os.PathLike)) else None,
             'num_frames': predictor.num_frames, 'height': h, 'width': w, 'fps': predictor.fps,
             'prompt': {'frame': 0, 'text': text.strip() if text is not None else None,
                        'box': None if box is None else [float(v) for v in box]}}
+    # the video and the masks are written beside their places and take them only when the run succeeded: an
+    # existing output survives a failed or interrupted run
     with contextlib.ExitStack() as stack:
-        masks = stack.enter_context(VosMaskWriter(masks_dir, names, mask_layout)) if masks_dir is not None else None
+        if out is not None:
+            out = Path(out)
+            staged = stack.enter_context(staged_file(out))
+            writer = cv2.VideoWriter(str(staged), cv2.VideoWriter_fourcc(*'mp4v'), fps, (w, h))
+            if not writer.isOpened():
+                raise ValueError(f'cannot write {out} with OpenCV (mp4v); use an .mp4 path in a writable folder')
+        masks = None
+        if masks_dir is not None:
+            masks = stack.enter_context(VosMaskWriter(stack.enter_context(staged_dir(masks_dir)), names, mask_layout))
         root = stack.enter_context(VosRootWriter(vos_root, sequence, names, mask_layout)) \
             if vos_root is not None else None
         js = TrackJsonWriter(json_path, names, info) if json_path is not None else None

@@ -341,6 +341,26 @@ def test_runtime_arguments_are_checked_before_building(exported):
         build_sam3('cradio_tiny', WINDOW, **common, trunk_runtime='onnxruntime', trunk_model='missing.onnx')
 
 
+def test_cli_says_its_own_option_names_and_checks_out_first(tmp_path, capsys):
+    """Command-line errors name the command line's options (--trunk-model), not the Python arguments; a bad
+    --out of export is refused before anything is exported."""
+    seg = ['segment', str(IMAGES / 'coffee.jpg'), '--text', 'cup', '--backbone', 'cradio_tiny', '--random-weights']
+    assert main([*seg, '--trunk-runtime', 'openvino']) == 2
+    assert '--trunk-runtime openvino runs an exported trunk: pass --trunk-model FILE.onnx' in capsys.readouterr().err
+    assert main([*seg, '--trunk-model', str(tmp_path / 't.onnx')]) == 2
+    err = capsys.readouterr().err
+    assert '--trunk-model is an exported trunk for --trunk-runtime' in err and 'trunk_model' not in err
+    exp = ['export', '--backbone', 'cradio_tiny', '--random-weights', '--no-verify']
+    a_file = tmp_path / 'a_file'
+    a_file.write_text('x')
+    for out, message in ((tmp_path, 'is a folder'), (tmp_path / 'x.txt', 'an .onnx file'),
+                         (a_file / 't.onnx', 'is a file, not a folder')):
+        assert main([*exp, '--out', str(out)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith('error: ') and message in err and err.count('\n') == 1, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['a_file']
+
+
 def test_cli_model_options_reach_the_build(exported, tmp_path):
     need('openvino')
     a = build_parser().parse_args([

@@ -213,6 +213,7 @@ def test_point_prompts(predictor):
 @pytest.mark.parametrize('call,match', [
     (lambda p: p.predict_text(''), 'empty'),
     (lambda p: p.predict_text('cat, '), 'empty'),
+    (lambda p: p.predict_text([]), 'at least one noun phrase'),
     (lambda p: p.predict_boxes([[700, 500, 800, 600]]), 'outside'),
     (lambda p: p.predict_boxes([[10, 10, 10, 50]]), 'zero or negative area'),
     (lambda p: p.predict_boxes([[1, 2, 3]]), '4 finite numbers'),

@@ -608,3 +608,83 @@ def test_add_mask_errors(model, clip):
     check_result(p.add_text(0, 'astronaut'), 0)                        # a text session...
     with pytest.raises(ValueError, match='cannot join a session with text'):
         p.add_mask(0, 0, good)                                          # ... takes no masks until reset()
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Bad outputs and inputs of `track`: refused before the model is built, and nothing existing is replaced
+# --------------------------------------------------------------------------------------------------------------
+
+@pytest.fixture
+def no_build(monkeypatch):
+    """`track` must refuse before it builds: a build is a test failure."""
+    def build(*a, **k):
+        raise AssertionError('the model was built before the bad input was refused')
+
+    monkeypatch.setattr('sam3_cradio.build.build_sam3', build)
+
+
+def test_track_refuses_bad_outputs_before_building(clip, tmp_path, no_build, capsys):
+    out = tmp_path / 't.mp4'
+    out.write_bytes(b'an earlier result')
+    a_file = tmp_path / 'a_file'
+    a_file.write_text('x')
+    base = ['track', str(clip['folder']), '--text', 'cat', '--out', str(out), *MODEL_ARGS]
+    for extra, message in ((['--masks-dir', str(a_file)], 'masks folder'),
+                           (['--vos-root', str(a_file)], 'VOS root'),
+                           (['--json', str(tmp_path)], 'is a folder'),
+                           (['--masks-dir', str(a_file / 'sub')], 'is a file, not a folder')):
+        assert main([*base, *extra]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith('error: ') and message in err and err.count('\n') == 1, err
+    assert out.read_bytes() == b'an earlier result'
+    # a VOS root that already holds the sequence: refused (never mixed with another video's frames)
+    root = tmp_path / 'vos'
+    taken = root / 'JPEGImages' / '480p' / clip['folder'].name
+    taken.mkdir(parents=True)
+    (taken / '00000.jpg').write_bytes(b'another video')
+    assert main([*base, '--vos-root', str(root)]) == 2
+    assert "already holds a sequence" in capsys.readouterr().err
+    assert (taken / '00000.jpg').read_bytes() == b'another video'
+
+
+def test_track_refuses_frames_of_different_sizes_before_building(tmp_path, no_build, capsys):
+    folder = tmp_path / 'frames'
+    folder.mkdir()
+    Image.new('RGB', (64, 48)).save(folder / '0.jpg')
+    Image.new('RGB', (64, 48)).save(folder / '1.jpg')
+    Image.new('RGB', (32, 48)).save(folder / '2.jpg')
+    assert main(['track', str(folder), '--text', 'cat', '--out', str(tmp_path / 't.mp4'), *MODEL_ARGS]) == 2
+    err = capsys.readouterr().err
+    assert 'frame 2.jpg is 32x48' in err and '64x48' in err
+
+
+def test_a_failed_track_keeps_the_earlier_outputs(model, clip, tmp_path, monkeypatch):
+    """The video and the masks are replaced only by a run that finished: a failure leaves the old files and no
+    partial ones; a VOS sequence of a failed run is removed (it would block the corrected command)."""
+    from sam3_cradio.video import Sam3VideoPredictor
+
+    out, masks, root = tmp_path / 't.mp4', tmp_path / 'masks', tmp_path / 'vos'
+    out.write_bytes(b'earlier video')
+    masks.mkdir()
+    (masks / 'old.png').write_bytes(b'earlier mask')
+    real = Sam3VideoPredictor.propagate
+
+    def broken(self, *a, **k):
+        for i, r in enumerate(real(self, *a, **k)):
+            if i == 3:
+                raise RuntimeError('the tracker failed on frame 3')
+            yield r
+
+    monkeypatch.setattr(Sam3VideoPredictor, 'propagate', broken)
+    with pytest.raises(RuntimeError, match='frame 3'):
+        track_video(model, clip['folder'], box=[30, 20, 100, 80], out=out, masks_dir=masks, vos_root=root,
+                    progress=False)
+    assert out.read_bytes() == b'earlier video'
+    assert sorted(p.name for p in masks.iterdir()) == ['old.png']
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['masks', 't.mp4', 'vos']  # no partial files left
+    assert not any(root.rglob('*.jpg')) and not any(root.rglob('*.png'))
+    monkeypatch.setattr(Sam3VideoPredictor, 'propagate', real)
+    summary = track_video(model, clip['folder'], box=[30, 20, 100, 80], out=out, masks_dir=masks, vos_root=root,
+                          progress=False)  # the corrected run: replaces them
+    assert summary.frames == len(clip['frames']) and out.read_bytes() != b'earlier video'
+    assert 'old.png' not in {p.name for p in masks.iterdir()} and len(list(masks.glob('*.png'))) == summary.frames

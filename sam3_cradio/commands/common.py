@@ -16,7 +16,7 @@ from typing import Any
 from ..options import DTYPES, TRUNK_RUNTIMES, ModelOptions
 from ..registry import BACKBONES, DEFAULT_BACKBONE, Window, list_backbones, parse_window
 
-__all__ = ['window_arg', 'add_model_args', 'model_options', 'model_options_list', 'add_run_args', 'run_options',
+__all__ = ['window_arg', 'check_trunk_args', 'add_model_args', 'model_options', 'model_options_list', 'add_run_args', 'run_options',
            'alias', 'refuse_unused', 'say_warning']
 
 
@@ -113,8 +113,20 @@ def add_model_args(
     return g
 
 
+def check_trunk_args(runtime: str | None, model: Path | str | None) -> None:
+    """``--trunk-runtime`` and ``--trunk-model`` go together, said in the command line's words (the library's
+    own checks name its arguments)."""
+    if runtime not in (None, 'torch') and model is None:
+        raise ValueError(f'--trunk-runtime {runtime} runs an exported trunk: pass --trunk-model FILE.onnx (made by '
+                         'sam3-cradio export)')
+    if model is not None and runtime in (None, 'torch'):
+        raise ValueError('--trunk-model is an exported trunk for --trunk-runtime onnxruntime or openvino; the torch '
+                         'trunk is built from weights (drop --trunk-model, or add --trunk-runtime)')
+
+
 def _options(a: argparse.Namespace, backbone: str, window: Window | None, cradio_checkpoint: Path | None
              ) -> ModelOptions:
+    check_trunk_args(getattr(a, 'trunk_runtime', None), getattr(a, 'trunk_model', None))
     return ModelOptions.make(
         backbone, window, getattr(a, 'model_resolution', None), getattr(a, 'override', ()),
         pretrained=not a.random_weights, sam3_checkpoint=getattr(a, 'sam3_checkpoint', None),

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from ..demo.options import DEFAULT_BACKBONE, TINY_BACKBONE, DemoOptions, demo_backbones
 from ..options import DTYPES, TRUNK_RUNTIMES
 from ..registry import Backbone, get_backbone, list_backbones, parse_model, resolve
-from .common import window_arg
+from .common import check_trunk_args, window_arg
 
 __all__ = ['HELP', 'add_arguments', 'run', 'demo_options', 'parse_args']
 
@@ -98,6 +98,7 @@ def demo_options(args: argparse.Namespace) -> DemoOptions:
                          f'{[b.name for b in offered]}')
     spec = resolve(backbone, args.window_size if window is None else window)
     checkpoints = _cradio_checkpoints(args.cradio_checkpoint, backbone)
+    check_trunk_args(args.trunk_runtime, args.trunk_model)
     pe = [n for n in checkpoints if not get_backbone(n).is_cradio]
     if pe:
         raise ValueError(f'the {pe[0]} backbone takes its weights from sam3.pt (--sam3-checkpoint), '

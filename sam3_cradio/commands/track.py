@@ -38,6 +38,7 @@ def run(a: argparse.Namespace) -> int:
 
     from ..build import build_sam3
     from ..predictor import TextTruncatedWarning, check_box, check_text, text_overflow
+    from ..track_outputs import check_outputs
     from ..video import probe_video, track_video
 
     if a.text is None and a.box is None:
@@ -45,7 +46,9 @@ def run(a: argparse.Namespace) -> int:
     if a.text is not None:
         check_text(a.text)
     model = model_options(a)
-    info = probe_video(a.video)  # fail on bad options or a bad video before building the model
+    sequence = a.sequence or (Path(a.video).stem if a.vos_root is not None else None)
+    check_outputs(a.out, a.masks_dir, a.vos_root, a.json, sequence, a.mask_layout)
+    info = probe_video(a.video)  # fail on bad options, outputs or a bad video before building the model
     if a.box is not None:
         check_box(a.box, info.height, info.width)
     overflow = text_overflow(a.text.strip()) if a.text is not None else None
