@@ -140,11 +140,6 @@ class ModelSpec:
         """The window as the model takes it (None = global attention)."""
         return window_tokens(self.window)
 
-    @property
-    def model_name(self) -> str:
-        """``NAME:WINDOW``, what ``--backbone`` takes back: 'cradio_v4_h:8', 'pe:24'."""
-        return format_model(self.name, self.window)
-
     def hydra_overrides(self) -> list[str]:
         """The overrides that fill the config's backbone facts (``configs/<config>.yaml`` leaves them ``???``)."""
         b = self.backbone
