@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING, Any
 from sam3_cradio.assets import CRADIO_TINY_CHECKPOINT
 
 if TYPE_CHECKING:
+    from sam3_cradio.options import ModelOptions
+
     from .options import DemoOptions
 
 from sam3_cradio.registry import Backbone, ModelSpec
@@ -229,18 +231,22 @@ class Sam3Builder:
                     'Pass a C-RADIO .pth.tar / .safetensors file that exists.')
             raise FileNotFoundError(f'--cradio-checkpoint {backbone.name}={local} does not exist.\n{todo}')
 
-    def __call__(self, spec: ModelSpec, mode: str) -> Any:
-        import torch
+    def options(self, spec: ModelSpec) -> ModelOptions:
+        """The checked :class:`~sam3_cradio.options.ModelOptions` of the page's choice ``spec``."""
+        from sam3_cradio.options import ModelOptions
 
+        if spec.backbone.name == TINY_BACKBONE:  # the same random SAM3 weights every run
+            return ModelOptions(spec, pretrained=False, device=self.device, dtype=self.dtype, seed=0,
+                                cradio_checkpoint=Path(self.cradio_checkpoints.get(spec.name, CRADIO_TINY_CHECKPOINT)))
+        runtime = self.runtime if self.runtime is not None and spec == self.runtime_spec else (None, None)
+        local = self.cradio_checkpoints.get(spec.name)
+        return ModelOptions(spec, pretrained=True, device=self.device, dtype=self.dtype,
+                            sam3_checkpoint=Path(self.sam3_checkpoint) if self.sam3_checkpoint else None,
+                            cradio_checkpoint=Path(local) if local else None, trunk_runtime=runtime[0],
+                            trunk_model=Path(runtime[1]) if runtime[1] else None)
+
+    def __call__(self, spec: ModelSpec, mode: str) -> Any:
         from sam3_cradio.build import build_sam3
 
         self.preflight(spec.backbone)
-        if spec.backbone.name == TINY_BACKBONE:
-            torch.manual_seed(0)  # the same random SAM3 weights every run
-            return build_sam3(spec, mode=mode, pretrained=False, device=self.device, dtype=self.dtype,
-                              cradio_checkpoint=self.cradio_checkpoints.get(spec.name, CRADIO_TINY_CHECKPOINT))
-        runtime = {}
-        if self.runtime is not None and spec == self.runtime_spec:
-            runtime = {'trunk_runtime': self.runtime[0], 'trunk_model': self.runtime[1]}
-        return build_sam3(spec, mode=mode, pretrained=True, device=self.device, sam3_checkpoint=self.sam3_checkpoint,
-                          cradio_checkpoint=self.cradio_checkpoints.get(spec.name), dtype=self.dtype, **runtime)
+        return build_sam3(self.options(spec), mode=mode)
