@@ -9,7 +9,7 @@ segmentation dataset root that ``sam3-cradio eval vos`` reads, and a JSON of per
             masks.write(r)
             js.write(r)
 
-:func:`~sam3_cradio.video.track_video` (the ``track`` command) writes them with its ``masks_dir``, ``vos_root``
+:func:`~sam3_cradio.jobs.track.track_video` (the ``track`` command) writes them with its ``masks_dir``, ``vos_root``
 and ``json_path`` arguments.
 
 Layouts (one PNG per frame, named after the frame: a frame folder's own file names, else ``00000``, ``00001``, ...):
@@ -227,7 +227,7 @@ class VosMaskWriter:
 
     Args:
         folder: where the PNGs go (created).
-        names: one file stem per frame of the video (:func:`~sam3_cradio.video.frame_names`).
+        names: one file stem per frame of the video (:func:`~sam3_cradio.frames.frame_names`).
         layout: 'davis' (palette label maps) or 'sav' (a binary PNG per object).
 
     :meth:`write` takes the :class:`~sam3_cradio.video.VideoFrameResult` of each frame once, in frame order (as

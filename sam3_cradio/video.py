@@ -45,38 +45,40 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
-import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
 
 from . import compat
-from .files import IMAGE_EXTS, list_image_files
-from .images import to_rgb_array
+from .frames import (
+    UnreadableVideoError,
+    VideoInfo,
+    VideoLike,
+    frame_names,
+    frame_reader,
+    iter_video_frames,
+    list_frame_files,
+    probe_video,
+    video_fps,
+)
 from .predictor import check_box, check_points, check_text, masks_to_boxes, warn_if_truncated
 from .track_outputs import VideoFrameResult
 
-if TYPE_CHECKING:
-    pass
-
 __all__ = [
-    'Sam3VideoPredictor', 'VideoFrameResult', 'TrackSummary', 'VideoInfo', 'VideoNotOpenError', 'VideoLike',
-    'UnreadableVideoError', 'frame_names',
-    'list_frame_files', 'iter_video_frames', 'probe_video', 'masks_to_boxes', 'track_video',
+    'Sam3VideoPredictor', 'VideoFrameResult', 'VideoNotOpenError', 'masks_to_boxes',
+    # frame I/O lives in sam3_cradio.frames; here too, where the video API's users import it from
+    'VideoInfo', 'VideoLike', 'UnreadableVideoError', 'frame_names', 'list_frame_files', 'iter_video_frames',
+    'probe_video',
 ]
 
 _logger = logging.getLogger(__name__)
 
 DIRECTIONS = ('forward', 'backward', 'both')
-
-VideoLike = str | os.PathLike | Sequence[Any] | np.ndarray
 
 
 class VideoNotOpenError(RuntimeError, ValueError):
@@ -85,202 +87,8 @@ class VideoNotOpenError(RuntimeError, ValueError):
 
 
 # --------------------------------------------------------------------------------------------------------------
-# Reading videos
-# --------------------------------------------------------------------------------------------------------------
-
-def list_frame_files(folder: str | os.PathLike) -> list[Path]:
-    """Image files of a frame folder (``files.IMAGE_EXTS``), in natural order (``2.jpg`` before ``10.jpg``).
-
-    Raises:
-        FileNotFoundError: the folder does not exist.
-        ValueError: it holds no image files.
-    """
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise FileNotFoundError(f'frame folder {str(folder)!r} does not exist')
-    files = list_image_files(folder)
-    if not files:
-        raise ValueError(
-            f'frame folder {str(folder)!r} has no frames: put the video\'s frames there as image files '
-            f'({", ".join(IMAGE_EXTS)}) named in order, e.g. 00000.jpg, 00001.jpg, ...')
-    return files
-
-
-class UnreadableVideoError(ValueError):
-    """A video file OpenCV/FFmpeg cannot decode. ``str()`` is the message of the API and the command line (it names
-    the path and suggests a folder of frames); front ends that take uploaded files only (the demo) compose their
-    own from ``problem`` and ``advice``, with the file's name instead of its path on the server.
-
-    Attributes:
-        path: the file.
-        problem: what went wrong, without the path (e.g. 'cannot be read as a video (...)').
-        advice: what to do with the file itself (re-encode it), without the frame-folder alternative.
-    """
-
-    ADVICE = 'Re-encode it (e.g. ffmpeg -i in -c:v libx264 out.mp4)'
-
-    def __init__(self, path: str | os.PathLike, problem: str) -> None:
-        self.path, self.problem, self.advice = Path(path), problem, self.ADVICE
-        super().__init__(f'{self.path} {problem}. {self.advice} or pass a folder of its frames')
-
-
-def _open_capture(path: Path):
-    import cv2
-
-    cap = cv2.VideoCapture(str(path))
-    if not cap.isOpened():
-        cap.release()
-        raise UnreadableVideoError(path, 'cannot be read as a video (OpenCV/FFmpeg failed to open it: the file is '
-                                         'broken, truncated, or not a video)')
-    return cap
-
-
-def _broken_video(path: Path) -> UnreadableVideoError:
-    return UnreadableVideoError(path, 'cannot be read as a video: no frame could be decoded (the file is broken, '
-                                      'truncated, or not a video)')
-
-
-def _iter_video_file(path: Path) -> Iterator[np.ndarray]:
-    import cv2
-
-    cap = _open_capture(path)
-    expected = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
-    n = 0
-    try:
-        while True:
-            ok, frame = cap.read()
-            if not ok or frame is None:
-                break
-            n += 1
-            yield cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
-    finally:
-        cap.release()
-    if n == 0:
-        raise _broken_video(path)
-    if expected > n:
-        _logger.warning('decoded %d of the %d frames %s declares; the file may be truncated', n, expected, path)
-
-
-def _is_frame_list(video: Any) -> bool:
-    return isinstance(video, (list, tuple)) or (isinstance(video, np.ndarray) and video.ndim == 4)
-
-
-def iter_video_frames(video: VideoLike) -> Iterator[np.ndarray]:
-    """Yield the frames of ``video`` as (H, W, 3) uint8 RGB arrays at their original resolution.
-
-    ``video``: a video file OpenCV can read (.mp4, .avi, .mov, ...), a folder of frame images, one image file
-    (a 1-frame video), a list/tuple of images (paths, PIL images or arrays), or a (T, H, W[, C]) array.
-    """
-    if _is_frame_list(video):
-        if len(video) == 0:
-            raise ValueError('the list of frames is empty; give at least one image')
-        for frame in video:
-            yield to_rgb_array(frame)
-        return
-    if not isinstance(video, (str, os.PathLike)):
-        raise TypeError(f'expected a video path, a frame folder or a list of images, got {type(video).__name__}')
-    path = Path(video)
-    if not path.exists():
-        raise FileNotFoundError(f'video {str(path)!r} does not exist')
-    if path.is_dir():
-        for f in list_frame_files(path):
-            yield to_rgb_array(f)
-    elif path.suffix.lower() in IMAGE_EXTS:
-        yield to_rgb_array(path)
-    else:
-        yield from _iter_video_file(path)
-
-
-@dataclass
-class VideoInfo:
-    """What :func:`probe_video` finds without decoding every frame."""
-    num_frames: int  # for video files: the container's count (may be approximate); exact for folders and lists
-    height: int
-    width: int
-    fps: float | None
-
-
-def _is_video_file(video: Any) -> bool:
-    return isinstance(video, (str, os.PathLike)) and Path(video).is_file() \
-        and Path(video).suffix.lower() not in IMAGE_EXTS
-
-
-def _check_frame_sizes(files: Sequence[Path], width: int, height: int) -> None:
-    """Every frame of a folder has the first frame's size (read from the file headers, nothing decoded)."""
-    for p in files[1:]:
-        try:
-            with Image.open(p) as im:
-                size = im.size
-        except OSError:
-            continue  # unreadable frames are reported when read, with their own message
-        if size != (width, height):
-            raise ValueError(f'frame {p.name} is {size[0]}x{size[1]} but the first frame of {p.parent} is '
-                             f'{width}x{height}: the frames of a video have one size (resize them, or track the '
-                             'sizes as separate videos)')
-
-
-def probe_video(video: VideoLike) -> VideoInfo:
-    """Check that ``video`` can be read (its first frame decodes) and report its size, frame count and fps.
-
-    Raises FileNotFoundError / ValueError with what to do, like :meth:`Sam3VideoPredictor.open`.
-    """
-    import cv2
-
-    if not _is_video_file(video):  # a folder, an image, a list (or a missing path): decode the first frame
-        first = next(iter_video_frames(video))
-        if _is_frame_list(video):
-            n = len(video)
-        elif Path(video).is_dir():
-            files = list_frame_files(video)
-            n = len(files)
-            _check_frame_sizes(files, first.shape[1], first.shape[0])
-        else:
-            n = 1
-        return VideoInfo(n, first.shape[0], first.shape[1], None)
-    path = Path(video)
-    cap = _open_capture(path)
-    try:
-        ok, frame = cap.read()
-        if not ok or frame is None:
-            raise _broken_video(path)
-        fps = cap.get(cv2.CAP_PROP_FPS)
-        n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
-    finally:
-        cap.release()
-    return VideoInfo(max(n, 1), frame.shape[0], frame.shape[1], fps if fps and fps > 0 else None)
-
-
-def frame_names(video: VideoLike, num_frames: int) -> list[str]:
-    """File stems for per-frame outputs (mask PNGs, frame JPEGs): a frame folder's own file stems in frame order
-    when they are unique, else ``00000``, ``00001``, ... (video files, lists, arrays)."""
-    if isinstance(video, (str, os.PathLike)) and Path(video).is_dir():
-        stems = [p.stem for p in list_frame_files(video)]
-        if len(stems) == num_frames and len(set(stems)) == num_frames:
-            return stems
-    return [f'{i:05d}' for i in range(num_frames)]
-
-
-def _video_fps(video: VideoLike) -> float | None:
-    return probe_video(video).fps if _is_video_file(video) else None
-
-
-# --------------------------------------------------------------------------------------------------------------
 # Mask prompts: sam3's tracker alone, as SAM2's video predictor runs it
 # --------------------------------------------------------------------------------------------------------------
-
-def _frame_reader(video: VideoLike) -> Callable[[int], np.ndarray]:
-    """``read(i)`` -> frame ``i`` as (H, W, 3) uint8 RGB, reading only that frame where the source allows it (a
-    list, an array, a folder, an image); a video file is decoded once into a list."""
-    if _is_frame_list(video):
-        return lambda i: to_rgb_array(video[i])
-    path = Path(video)
-    if path.is_dir():
-        files = list_frame_files(path)
-        return lambda i: to_rgb_array(files[i])
-    if path.suffix.lower() in IMAGE_EXTS:
-        return lambda i: to_rgb_array(path)
-    return list(_iter_video_file(path)).__getitem__
-
 
 class _TrackerFeatures:
     """The tracker's ``inference_state['cached_features']`` for a mask session: ``get(frame_idx)`` returns
@@ -574,7 +382,7 @@ class Sam3VideoPredictor:
         self._video = video
         self.num_frames = n
         self.height, self.width = int(hw[0]), int(hw[1])
-        self.fps = _video_fps(video)
+        self.fps = video_fps(video)
         return VideoInfo(n, self.height, self.width, self.fps)
 
     def close(self) -> None:
@@ -787,7 +595,7 @@ class Sam3VideoPredictor:
             raise ValueError('add_mask cannot join a session with text, box or point prompts: sam3\'s video model '
                              'takes no masks, so mask prompts run its tracker alone; call reset() first')
         if self._masks is None:
-            self._masks = _MaskSession(self.model, _frame_reader(self._video), self.num_frames, self.height,
+            self._masks = _MaskSession(self.model, frame_reader(self._video), self.num_frames, self.height,
                                        self.width, lambda: self.non_overlap_masks)
         elif self._masks.started and obj_id not in self._masks.obj_ids:
             raise ValueError(f'object {obj_id} is new, but the tracker has already propagated and takes new objects '
@@ -921,149 +729,3 @@ class Sam3VideoPredictor:
         yield from self._run_mask_pass(start, k, reverse=False)
         if direction == 'both' and start > 0 and (k is None or k > 0):
             yield from self._run_mask_pass(start - 1, None if k is None else k - 1, reverse=True)
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Tracking a whole video to an annotated .mp4 (the `track` command)
-# --------------------------------------------------------------------------------------------------------------
-
-@dataclass
-class TrackSummary:
-    """What :func:`track_video` wrote (paths None where an output was not asked for)."""
-    out: str | None
-    frames: int
-    object_ids: list[int]
-    fps: float
-    height: int
-    width: int
-    seconds: float = 0.0
-    masks: str | None = None
-    vos_root: str | None = None
-    json: str | None = None
-
-
-def track_video(
-        model: torch.nn.Module | Sam3VideoPredictor,
-        video: VideoLike,
-        text: str | None = None,
-        box: Sequence[float] | None = None,
-        out: str | os.PathLike | None = 'tracked.mp4',
-        progress: bool = True,
-        fps: float | None = None,
-        *,
-        masks_dir: str | os.PathLike | None = None,
-        vos_root: str | os.PathLike | None = None,
-        json_path: str | os.PathLike | None = None,
-        mask_layout: str = 'davis',
-        sequence: str | None = None,
-) -> TrackSummary:
-    """Track objects from a prompt on frame 0 through the whole video; write an annotated .mp4 and, if asked, the
-    masks, a VOS dataset root and a JSON of boxes and scores (:mod:`sam3_cradio.track_outputs`).
-
-    Args:
-        model: a video model from ``build_sam3(..., mode='video')`` (or a :class:`Sam3VideoPredictor`).
-        video: anything :meth:`Sam3VideoPredictor.open` accepts.
-        text: noun phrase: every instance is detected and tracked.
-        box: ``[x0, y0, x1, y1]`` pixels on frame 0: one object is tracked (added after the text prompt, if any).
-        out: the output video (mp4v codec); None writes none.
-        progress: show a tqdm progress bar.
-        fps: frame rate of the output; default: the input video's, or 25 for folders and lists.
-        masks_dir: per-frame mask PNGs in ``mask_layout`` (:class:`~sam3_cradio.track_outputs.VosMaskWriter`).
-        vos_root: a dataset root that ``sam3-cradio eval vos`` reads: frames, masks and the sequence list
-            (:class:`~sam3_cradio.track_outputs.VosRootWriter`).
-        json_path: per-frame object ids, boxes, scores and areas
-            (:class:`~sam3_cradio.track_outputs.TrackJsonWriter`).
-        mask_layout: 'davis' (one palette label map per frame) or 'sav' (a binary PNG per object and frame).
-        sequence: the sequence name in ``vos_root``; default: the video's file or folder name ('video' for lists).
-
-    Returns:
-        A :class:`TrackSummary` (frames written, object ids seen, paths, ...).
-    """
-    import cv2
-    from tqdm.auto import tqdm
-
-    from .draw import draw_detections
-    from .track_outputs import (
-        LAYOUTS,
-        TrackJsonWriter,
-        VosMaskWriter,
-        VosRootWriter,
-        check_outputs,
-        staged_dir,
-        staged_file,
-    )
-
-    if text is None and box is None:
-        raise ValueError('track_video needs a prompt: text="..." and/or box=[x0, y0, x1, y1]')
-    if text is not None:
-        check_text(text)
-    if fps is not None and not (np.isfinite(fps) and fps > 0):
-        raise ValueError(f'fps must be a positive number, got {fps!r}')
-    if mask_layout not in LAYOUTS:
-        raise ValueError(f'mask_layout must be one of {LAYOUTS}, got {mask_layout!r}')
-    if out is None and masks_dir is None and vos_root is None and json_path is None:
-        raise ValueError('track_video has nothing to write: give out, masks_dir, vos_root or json_path')
-    if sequence is None and vos_root is not None:
-        sequence = Path(video).stem if isinstance(video, (str, os.PathLike)) else 'video'
-    check_outputs(out, masks_dir, vos_root, json_path, sequence, mask_layout)  # before a frame is read
-    predictor = model if isinstance(model, Sam3VideoPredictor) else Sam3VideoPredictor(model)
-    t0 = time.perf_counter()
-    predictor.open(video)
-    if text is not None:
-        predictor._add_text(0, text, stacklevel=3)  # a long text's warning points at the caller of track_video
-    if box is not None:
-        predictor.add_box(0, box)
-    h, w = predictor.frame_size
-    names = frame_names(video, predictor.num_frames)
-    fps = float(fps or predictor.fps or 25.0)
-    writer = None
-    info = {'video': str(video) if isinstance(video, (str, os.PathLike)) else None,
-            'num_frames': predictor.num_frames, 'height': h, 'width': w, 'fps': predictor.fps,
-            'prompt': {'frame': 0, 'text': text.strip() if text is not None else None,
-                       'box': None if box is None else [float(v) for v in box]}}
-    # the video and the masks are written beside their places and take them only when the run succeeded: an
-    # existing output survives a failed or interrupted run
-    with contextlib.ExitStack() as stack:
-        if out is not None:
-            out = Path(out)
-            staged = stack.enter_context(staged_file(out))
-            writer = cv2.VideoWriter(str(staged), cv2.VideoWriter_fourcc(*'mp4v'), fps, (w, h))
-            if not writer.isOpened():
-                raise ValueError(f'cannot write {out} with OpenCV (mp4v); use an .mp4 path in a writable folder')
-        masks = None
-        if masks_dir is not None:
-            masks = stack.enter_context(VosMaskWriter(stack.enter_context(staged_dir(masks_dir)), names, mask_layout))
-        root = stack.enter_context(VosRootWriter(vos_root, sequence, names, mask_layout)) \
-            if vos_root is not None else None
-        js = TrackJsonWriter(json_path, names, info) if json_path is not None else None
-        seen: set[int] = set()
-        written = 0
-        frames = iter_video_frames(video)
-        next_idx = 0
-        try:
-            with tqdm(total=predictor.num_frames, desc='track', unit='frame', disable=not progress) as bar:
-                for r in predictor.propagate('forward', start_frame=0):
-                    while next_idx <= r.frame_idx:  # forward results come in frame order
-                        frame = next(frames)
-                        next_idx += 1
-                    if writer is not None:
-                        drawn = draw_detections(frame, r.to_detections())  # labels '#<id> <score>', colour per id
-                        writer.write(cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR))
-                    if masks is not None:
-                        masks.write(r)
-                    if root is not None:
-                        root.write(frame, r)
-                    if js is not None:
-                        js.write(r)
-                    written += 1
-                    seen.update(int(i) for i in r.obj_ids)
-                    bar.update(1)
-        finally:
-            if writer is not None:
-                writer.release()
-        if js is not None:  # only a finished run: a reader never takes a partial JSON for the whole video
-            js.close()
-    return TrackSummary(None if out is None else str(out), written, sorted(seen), fps, h, w,
-                        time.perf_counter() - t0, masks=None if masks_dir is None else str(masks_dir),
-                        vos_root=None if vos_root is None else str(vos_root),
-                        json=None if json_path is None else str(json_path))

@@ -140,7 +140,7 @@ def test_video_model_tracks_with_the_exported_trunk(exported, tmp_path):
     from PIL import Image
 
     from sam3_cradio.build import build_sam3
-    from sam3_cradio.video import track_video
+    from sam3_cradio.jobs.track import track_video
 
     model = build_sam3('cradio_tiny', WINDOW, 'video', resolution=192, pretrained=False, cradio_checkpoint=CKPT,
                        device='cpu', trunk_runtime='openvino', trunk_model=exported[192])

@@ -20,6 +20,7 @@ from PIL import Image
 
 from conftest import CRADIO_TINY, IMAGES, make_tracker_confident, read_video_frames
 from sam3_cradio.cli import main
+from sam3_cradio.jobs.track import track_video
 from sam3_cradio.predictor import TextTruncatedWarning
 from sam3_cradio.track_outputs import davis_palette
 from sam3_cradio.video import (
@@ -32,7 +33,6 @@ from sam3_cradio.video import (
     list_frame_files,
     masks_to_boxes,
     probe_video,
-    track_video,
 )
 
 T, H, W = 10, 96, 128  # frames; a small non-square video keeps sam3's CPU post-processing cheap

@@ -37,9 +37,10 @@ def run(a: argparse.Namespace) -> int:
     import warnings
 
     from ..build import build_sam3
+    from ..frames import probe_video
+    from ..jobs.track import track_video
     from ..predictor import TextTruncatedWarning, check_box, check_text, text_overflow
     from ..track_outputs import check_outputs
-    from ..video import probe_video, track_video
 
     if a.text is None and a.box is None:
         raise ValueError('give a prompt: --text and/or --box X0 Y0 X1 Y1')

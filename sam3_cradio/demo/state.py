@@ -179,7 +179,7 @@ class DemoState:
               progress: Progress = _no_progress) -> tuple[Path, str]:
         """Track ``text`` (one noun phrase: every instance) and/or one box drawn on the first frame through a video;
         returns (a browser-playable video, status markdown)."""
-        from sam3_cradio.video import track_video
+        from sam3_cradio.jobs.track import track_video
 
         if not video:
             raise UserError('Upload a video first (or pick the example).')

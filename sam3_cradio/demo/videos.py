@@ -15,7 +15,7 @@ __all__ = ['VideoPreview', 'preview_video', 'read_video', 'to_browser_video', 'm
 def _named(e: Exception, path: str | os.PathLike) -> str:
     """An error message about an upload, naming the file instead of its path on the server. The demo takes video
     files only, so an unreadable one gets the advice for the file itself (no frame folder to fall back on)."""
-    from sam3_cradio.video import UnreadableVideoError
+    from sam3_cradio.frames import UnreadableVideoError
 
     name = Path(path).name
     if isinstance(e, UnreadableVideoError):
@@ -35,7 +35,7 @@ class VideoPreview:
 
 def preview_video(path: str | os.PathLike, max_frames: int) -> VideoPreview:
     """Frame 0 and a description of an uploaded video (UserError when it cannot be read)."""
-    from sam3_cradio.video import iter_video_frames, probe_video
+    from sam3_cradio.frames import iter_video_frames, probe_video
 
     try:
         info = probe_video(path)
@@ -60,7 +60,7 @@ def read_video(path: str | os.PathLike, max_frames: int, max_side: int
     Refuses (UserError) unreadable videos and videos over ``max_frames``."""
     import cv2
 
-    from sam3_cradio.video import iter_video_frames, probe_video
+    from sam3_cradio.frames import iter_video_frames, probe_video
 
     name = Path(path).name
     try:

@@ -21,6 +21,8 @@ _LAZY = {
     'Prompts': 'segment',
     'iter_segment': 'segment',
     'segment_to_files': 'segment',
+    'TrackSummary': 'track',
+    'track_video': 'track',
 }
 
 __getattr__ = lazy_getattr(__name__, _LAZY)
