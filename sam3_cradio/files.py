@@ -72,10 +72,19 @@ def save_atomic(path: str | os.PathLike, save: Callable[[Path], Any]) -> None:
         save(tmp)
 
 
-def check_writable(path: str | os.PathLike, what: str) -> None:
-    """Refuse, before any work is done, a ``path`` that cannot be written: its nearest existing ancestor folder
-    must be a folder this process may write in. The ValueError names ``what`` ('output folder', 'video', ...)."""
+def check_writable(path: str | os.PathLike, what: str, folder: bool = False) -> None:
+    """Refuse, before any work is done, an output ``path`` that cannot be written: a folder where a file goes (or,
+    for ``folder``, a file where a folder goes), or a place this process may not write in (the folder itself when
+    it exists, else its nearest existing ancestor). The one-line ValueError names ``what`` ('video', ...)."""
     path = Path(path)
+    if folder and os.path.lexists(path) and not path.is_dir():
+        raise ValueError(f'the {what} {path} is a file; give a folder (it is created if needed)')
+    if not folder and path.is_dir():
+        raise ValueError(f'the {what} {path} is a folder; give a file path')
+    if folder and path.is_dir():
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise ValueError(f'cannot write in the {what} {path}: no permission')
+        return
     parent = path.parent
     while not parent.exists() and parent != parent.parent:
         parent = parent.parent

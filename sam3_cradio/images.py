@@ -13,12 +13,15 @@ What the rule cannot read unambiguously raises a ValueError that states the rule
 
 Size: any image of at least 1 x 1 pixel, whatever its aspect ratio; the model input is the image resized straight to
 the backbone's square resolution, and results come back at the image's own size. Only an empty (0-pixel) image is
-refused. Front ends may add resource limits of their own (the demo: a megapixel cap, a downscale of large uploads),
-never a minimum size.
+refused. A file is decoded only up to :data:`MAX_PIXELS` (120 megapixels): a larger one (say a 12000 x 12000 PNG of
+a few KB, 432 MB decoded) is refused from its header, before decoding, so that a folder job's decoding workers
+cannot each take gigabytes. Front ends may add resource limits of their own (the demo: a megapixel cap, a
+downscale of large uploads), never a minimum size.
 """
 from __future__ import annotations
 
 import os
+import re
 import warnings
 from pathlib import Path
 
@@ -27,9 +30,13 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 
-__all__ = ['ImageLike', 'load_image', 'to_rgb_array', 'image_to_tensor']
+__all__ = ['ImageLike', 'MAX_PIXELS', 'load_image', 'to_rgb_array', 'image_to_tensor']
 
 ImageLike = str | os.PathLike | Image.Image | np.ndarray
+
+#: the most pixels (width x height) an image file is decoded with; a larger file is refused before decoding.
+#: Above the largest camera sensors (100-108 megapixels); set it in Python to change the limit.
+MAX_PIXELS = 120_000_000
 
 
 # Float round-off just outside [0, 1] (e.g. 1.0000001 after a resize) is not a different convention.
@@ -72,6 +79,11 @@ def _pil_to_array(image: Image.Image) -> np.ndarray:
     return a  # 'F': the float rule
 
 
+def _too_large(path: Path, size: str) -> str:
+    return (f'{path} is too large to decode: {size}, above the limit of {MAX_PIXELS / 1e6:g} megapixels per image '
+            '(sam3_cradio.images.MAX_PIXELS); downscale it first')
+
+
 def to_rgb_array(image: ImageLike) -> np.ndarray:
     """Return an (H, W, 3) uint8 RGB array from a path, PIL image or array ((H, W), (H, W, 1|3|4))."""
     if isinstance(image, (str, os.PathLike)):
@@ -79,7 +91,13 @@ def to_rgb_array(image: ImageLike) -> np.ndarray:
         if not path.is_file():
             raise FileNotFoundError(f'image {str(path)!r} does not exist')
         try:
-            with Image.open(path) as im:
+            with warnings.catch_warnings():  # PIL's DecompressionBombWarning: the limit below says it in our words
+                warnings.simplefilter('ignore', Image.DecompressionBombWarning)
+                opened = Image.open(path)
+            with opened as im:
+                w, h = im.size
+                if w * h > MAX_PIXELS:  # from the header: nothing decoded yet
+                    raise ValueError(_too_large(path, f'{w} x {h} pixels ({w * h / 1e6:.0f} megapixels)'))
                 if getattr(im, 'n_frames', 1) > 1:
                     warnings.warn(f'{path.name} has {im.n_frames} frames; using the first', stacklevel=2)
                 im.load()
@@ -87,7 +105,8 @@ def to_rgb_array(image: ImageLike) -> np.ndarray:
         except (UnidentifiedImageError, OSError, SyntaxError) as e:
             raise ValueError(f'{path} is not an image that can be read ({type(e).__name__}: {e})') from None
         except Image.DecompressionBombError as e:
-            raise ValueError(f'{path} is too large to decode safely: {e}') from None
+            n = re.search(r'\((\d+) pixels\)', str(e))  # PIL's own bomb check, in Image.open
+            raise ValueError(_too_large(path, f'{int(n[1]) / 1e6:.0f} megapixels' if n else str(e))) from None
     if isinstance(image, Image.Image):
         frames = getattr(image, 'n_frames', 1)
         if frames > 1:  # an opened animated file: PIL shows its current frame

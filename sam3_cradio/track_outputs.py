@@ -114,14 +114,8 @@ def check_outputs(out: str | os.PathLike | None = None, masks_dir: str | os.Path
     holds the sequence (a second video would be mixed into it: name another sequence, or remove the old one)."""
     for path, what, folder in ((out, 'video', False), (json_path, 'JSON', False), (masks_dir, 'masks folder', True),
                                (vos_root, 'VOS root', True)):
-        if path is None:
-            continue
-        p = Path(path)
-        if folder and p.exists() and not p.is_dir():
-            raise ValueError(f'the {what} {p} is a file; give a folder')
-        if not folder and p.is_dir():
-            raise ValueError(f'the {what} {p} is a folder; give a file path')
-        check_writable(p, what)
+        if path is not None:
+            check_writable(path, what, folder)
     if vos_root is not None and sequence is not None:
         if not sequence or sequence in ('.', '..') or any(c in sequence for c in '/\\'):
             raise ValueError(f'a sequence name is a folder name, got {sequence!r}')

@@ -69,11 +69,9 @@ def run(a: argparse.Namespace) -> int:
         logging.getLogger(name).setLevel(logging.WARNING)
     if a.threads:
         torch.set_num_threads(a.threads)
-    if a.out.is_dir():
-        raise ValueError(f'--out {a.out} is a folder; give the .onnx file to write (e.g. --out {a.out / "trunk.onnx"})')
+    check_writable(a.out, 'exported model --out')
     if a.out.suffix != '.onnx':
         raise ValueError(f'--out {a.out}: an exported model is an .onnx file (e.g. --out trunk.onnx)')
-    check_writable(a.out, 'exported model')
     if a.random_weights and a.cradio_checkpoint is not None:
         raise ValueError('--random-weights and --cradio-checkpoint both name the weights; give one')
     spec = model_options(a).spec  # refused here, before any weights are read

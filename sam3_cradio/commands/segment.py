@@ -1,16 +1,19 @@
 """``sam3-cradio segment``: segment images from a text, box or point prompt.
 
-One image and no ``--format``: the annotated image to ``--out`` (``segmented.png``), as the first command of the
-README. Otherwise a job (:func:`sam3_cradio.jobs.segment_to_files`) into the folder ``--out`` (``segmented/``).
+One image and no ``--format``: the annotated image to ``--out`` (``segmented.png``, or ``<stem>.png`` in an existing
+folder), as the first command of the README. Otherwise a job (:func:`sam3_cradio.jobs.segment_to_files`) into the
+folder ``--out`` (``segmented/``); it exits 1 when no image could be segmented, 0 when some were skipped.
 """
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 from pathlib import Path
 
 import numpy as np
 
-from ..files import IMAGE_EXTS
+from ..files import IMAGE_EXTS, check_writable
 from ..jobs.formats import FORMATS
 from ..options import ModelOptions
 from .common import add_model_args, model_options
@@ -33,14 +36,18 @@ examples:
 
 Rerunning the same command resumes (finished images are not redone); torchrun processes (and machines that
 share --out) split the images; the folder is locked while a run uses it; Ctrl-C stops at once and keeps every
-finished batch.
+finished batch. Images inside --out are never inputs, so --out may lie in an input folder.
+
+exit status: 0 when every image was segmented, or some were (the images skipped are counted and listed in
+errors.json: unreadable, over 120 megapixels, a prompt that does not fit); 1 when none was; 2 for a bad option,
+input or --out (said before the model is built); 130 after Ctrl-C.
 """
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument('inputs', nargs='+', metavar='INPUT',
                    help='image files, folders (searched recursively), glob patterns (quoted: "photos/**/*.jpg") '
-                        'or text files of image paths (one per line)')
+                        'or text files of image paths, folders or globs (one per line)')
     p.add_argument('--text', default=None, help='noun phrase(s), comma-separated: "cat, dog"; each is a category')
     p.add_argument('--box', type=float, nargs=4, action='append', metavar=('X0', 'Y0', 'X1', 'Y1'),
                    help='exemplar box in pixels (repeatable); with --point, the box of the clicked object')
@@ -51,8 +58,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help=f'output files, several at once: {", ".join(FORMATS)} (see below). Default: an annotated '
                         'image for one image, coco for several')
     p.add_argument('--out', type=Path, default=None,
-                   help='the annotated image (one image, no --format; default segmented.png), else the output '
-                        'folder (default segmented/)')
+                   help='the annotated image (one image, no --format; default segmented.png; in an existing folder: '
+                        '<stem>.png), else the output folder (default segmented/)')
     p.add_argument('--batch', type=int, default=1, metavar='N', help='images per trunk pass (default 1)')
     p.add_argument('--workers', type=int, default=None, metavar='N',
                    help='image decoding processes (default: CPUs - 1, at most 4; 0: decode in the main process)')
@@ -63,8 +70,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _one_image(a: argparse.Namespace) -> bool:
+    """One image file and no --format (a missing one too, to be named as such); a glob pattern is a job."""
+    if len(a.inputs) != 1 or a.format:
+        return False
     path = Path(a.inputs[0])
-    return len(a.inputs) == 1 and path.suffix.lower() in IMAGE_EXTS and not path.is_dir() and not a.format
+    if path.suffix.lower() not in IMAGE_EXTS or path.is_dir():
+        return False
+    return path.is_file() or not set('*?[') & set(a.inputs[0])
 
 
 def run(a: argparse.Namespace) -> int:
@@ -77,10 +89,37 @@ def _job(a: argparse.Namespace, model: ModelOptions) -> int:
     from ..jobs.segment import segment_to_files
 
     out = a.out or Path('segmented')
-    segment_to_files(a.inputs, out, a.text, a.box, a.point, formats=a.format or ['coco'], threshold=a.threshold,
-                     batch=a.batch, workers=a.workers, model=model, threads=a.threads, overwrite=a.overwrite,
-                     progress=a.progress, echo=print)
+    summary = segment_to_files(a.inputs, out, a.text, a.box, a.point, formats=a.format or ['coco'],
+                               threshold=a.threshold, batch=a.batch, workers=a.workers, model=model,
+                               threads=a.threads, overwrite=a.overwrite, progress=a.progress, echo=print)
+    if summary is None:  # another torchrun rank: rank 0 says how it went
+        return 0
+    m = summary['metrics']
+    if m['num_errors'] and not m['num_segmented']:
+        n = m['num_images']
+        what = 'the image could not' if n == 1 else f'none of the {n} images could'
+        print(f'error: {what} be segmented; why, per image: {out / "errors.json"}', file=sys.stderr)
+        return 1
+    if m['num_errors']:
+        print(f'warning: {m["num_errors"]} of {m["num_images"]} images skipped (listed in {out / "errors.json"})',
+              file=sys.stderr)
     return 0
+
+
+def _annotated_path(a: argparse.Namespace) -> Path:
+    """Where the single-image command writes: ``--out`` (an image file name), ``<stem>.png`` in an existing
+    folder, default ``segmented.png``; checked before anything is built."""
+    image = Path(a.inputs[0])
+    out = a.out or Path('segmented.png')
+    if out.is_dir():
+        out = out / f'{image.stem}.png'
+    if out.suffix.lower() not in IMAGE_EXTS:
+        raise ValueError(f'--out {out}: the annotated image needs an image extension ({", ".join(IMAGE_EXTS)}); '
+                         'for a folder of results add --format (e.g. --format coco png)')
+    if image.is_file() and out.exists() and os.path.samefile(out, image):
+        raise ValueError(f'--out {out} is the input image; give another file name')
+    check_writable(out, 'annotated image --out')
+    return out
 
 
 def _annotate_one(a: argparse.Namespace, model: ModelOptions) -> int:
@@ -89,12 +128,13 @@ def _annotate_one(a: argparse.Namespace, model: ModelOptions) -> int:
 
     from ..build import build_sam3
     from ..draw import draw_detections
+    from ..files import save_atomic
     from ..images import to_rgb_array
     from ..jobs.segment import Prompts
     from ..predictor import Sam3ImagePredictor
 
     prompts = Prompts.make(a.text, a.box, a.point)
-    out = a.out or Path('segmented.png')
+    out = _annotated_path(a)
     image = to_rgb_array(a.inputs[0])  # fail on bad options or a bad image before building the model
     if a.threads:
         import torch
@@ -104,7 +144,8 @@ def _annotate_one(a: argparse.Namespace, model: ModelOptions) -> int:
                                    confidence_threshold=a.threshold)
     predictor.set_image(image)
     result = prompts.predict(predictor)
-    Image.fromarray(draw_detections(image, result.to_detections())).save(out)
+    fmt = Image.registered_extensions()[out.suffix.lower()]  # the temporary file's name has no extension
+    save_atomic(out, lambda tmp: Image.fromarray(draw_detections(image, result.to_detections())).save(tmp, fmt))
     print(f'{len(result)} objects; encoder {result.timings.get("encoder", 0):.2f}s, '
           f'decoder {result.timings.get("decoder", 0):.2f}s; wrote {out}')
     for lab, s, b in zip(result.labels, result.scores, result.boxes):

@@ -155,6 +155,9 @@ def _undo_start(out: Path, made_folder: bool, wrote_run_file: bool) -> None:
     """After a run that failed or was stopped before its first record: leave ``out`` as it was found."""
     if _has_records(out):
         return
+    own = RecordStore(out, 0).path  # this rank's (0) own file, opened but empty: never another rank's
+    if own.exists() and own.stat().st_size == 0:
+        own.unlink()
     if wrote_run_file:
         (out / 'run.json').unlink(missing_ok=True)
     if made_folder:
@@ -217,6 +220,8 @@ def _start(spec: EvalSpec, run: RunOptions, ctx: DistContext, out: Path, run_inf
         except (ValueError, FileNotFoundError, OSError) as e:
             error = e
     message = ctx.broadcast(None if error is None else str(error))
+    if isinstance(error, OSError) and not isinstance(error, FileNotFoundError):  # a one-line error, not a traceback
+        raise ValueError(f'cannot write in the output folder {out} ({type(error).__name__}: {error})') from None
     if error is not None:
         raise error
     if message is not None:
@@ -287,7 +292,6 @@ def _predict(spec: EvalSpec, run: RunOptions, ctx: DistContext, out: Path, ids: 
         stream = ((key, work(key)) for key in mine)
     guard.check()  # a Ctrl-C swallowed while the model was built
     crash_after = int(os.environ.get(CRASH_ENV, '0') or 0)
-    store.open()
     bar = tqdm(total=sum(sizes.get(i, 1) for i in mine), unit=spec.unit,
                desc=f'{spec.name} rank {ctx.rank}/{ctx.world_size}',
                disable=not (run.progress and ctx.is_main), dynamic_ncols=True, smoothing=0.05)
@@ -296,6 +300,8 @@ def _predict(spec: EvalSpec, run: RunOptions, ctx: DistContext, out: Path, ids: 
         for n, (key, data) in enumerate(stream, 1):
             if key != next(expected, None):
                 raise RuntimeError(f'{spec.name}: the work stream gave unit {key!r} out of order')
+            if n == 1:  # opened with the first record: a stream that fails first (building its model) leaves none
+                store.open()
             store.append(key, jsonable(data))
             bar.update(sizes.get(key, 1))
             guard.check()  # stop after this unit, even if the KeyboardInterrupt was swallowed inside it

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import glob
 import hashlib
+import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ __all__ = ['ImageList', 'collect_images', 'InputSource']
 
 InputSource = str | os.PathLike
 _GLOB_CHARS = set('*?[')
+_logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -62,11 +64,26 @@ def _is_image(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_EXTS
 
 
+def _glob(pattern: str) -> list[Path]:
+    """The image files a glob pattern matches (``**``: any subfolders; names starting with '.' only when the
+    pattern's do, as in the shell). Through pathlib, which does not follow symlinked folders at ``**``, so that
+    a link loop cannot make it hang as ``glob.glob`` does."""
+    parts = Path(os.path.expanduser(pattern)).parts
+    first = next((k for k, part in enumerate(parts) if glob.has_magic(part)), len(parts) - 1)
+    base = Path(*parts[:first]) if first else Path('.')
+    rest = list(parts[first:]) + (['*'] if parts[-1] == '**' else [])  # 'photos/**': every file below
+    hidden = any(part.startswith('.') for part in rest)
+    found = [p for p in base.glob('/'.join(rest)) if p.is_file() and _is_image(p)
+             and (hidden or not any(q.startswith('.') for q in p.relative_to(base).parts))]
+    return sorted(found, key=lambda p: natural_key(p.as_posix()))  # the first name of a file reached twice
+
+
 def _from_list_file(path: Path) -> list[Path]:
-    """A text file of image paths, one per line; blank lines and lines starting with '#' are skipped; relative
-    paths are relative to the list file's folder."""
+    """A text file of inputs, one per line: image paths, folders (searched recursively) or glob patterns; blank
+    lines and lines starting with '#' are skipped; relative paths are relative to the list file's folder. UTF-8
+    (a byte-order mark is fine), any line ends."""
     try:
-        lines = path.read_text().splitlines()
+        lines = path.read_text(encoding='utf-8-sig').splitlines()
     except UnicodeDecodeError:
         raise ValueError(f'{path} is neither an image ({", ".join(IMAGE_EXTS)}) nor a text file of image paths') \
             from None
@@ -77,7 +94,14 @@ def _from_list_file(path: Path) -> list[Path]:
             continue
         p = Path(line).expanduser()
         p = p if p.is_absolute() else path.parent / p
-        (out if p.is_file() else missing).append(p)
+        if p.is_dir():
+            out.extend(list_image_files(p, recursive=True))
+        elif p.is_file():
+            out.append(p)
+        elif _GLOB_CHARS & set(line):
+            out.extend(_glob(str(p)))
+        else:
+            missing.append(p)
     if missing:
         raise FileNotFoundError(f'{path} lists {len(missing)} files that do not exist (e.g. {str(missing[0])!r}); '
                                 'relative paths are read from the list file\'s folder')
@@ -93,32 +117,55 @@ def _expand(source: InputSource) -> tuple[list[Path], Path | None]:
     if path.is_file():
         return ([path] if _is_image(path) else _from_list_file(path)), None
     if _GLOB_CHARS & set(text):
-        found = [Path(p) for p in glob.glob(os.path.expanduser(text), recursive=True)]
-        return [p for p in found if p.is_file() and _is_image(p)], None
+        return _glob(text), None
     raise FileNotFoundError(f'{text!r} is not an image, a folder, a glob pattern or a text file of image paths')
 
 
-def collect_images(sources: InputSource | Sequence[InputSource]) -> ImageList:
-    """The images named by ``sources``: image files, folders (searched recursively), glob patterns (``**``
-    allowed; quote them so that the shell leaves them alone) and text files of paths (one per line).
+def _named(p: Path) -> Path:
+    """``p`` made absolute with the symlinks of its folders resolved but not its own: an image reached through a
+    symlink keeps the link's name, below the folder it was found in."""
+    return Path(os.path.realpath(p.parent)) / p.name
 
-    Duplicates (the same file reached twice) are kept once. Raises FileNotFoundError for a source that names
-    nothing and ValueError when no image is found at all.
+
+def _under(path: Path, folder: Path) -> bool:
+    return path == folder or folder in path.parents
+
+
+def collect_images(sources: InputSource | Sequence[InputSource], exclude: Sequence[InputSource] = ()
+                   ) -> ImageList:
+    """The images named by ``sources``: image files, folders (searched recursively), glob patterns (``**``
+    allowed; quote them so that the shell leaves them alone) and text files of inputs (one per line).
+
+    Duplicates (the same file reached twice, a symlink and its target) are kept once, under the first name they
+    were reached by. Files below a folder of ``exclude`` (a job's output folder: outputs are never inputs) are
+    left out. Raises FileNotFoundError for a source that names nothing and ValueError when no image is found at
+    all.
     """
     if isinstance(sources, (str, os.PathLike)):
         sources = [sources]
-    files: dict[Path, None] = {}
+    files: dict[Path, Path] = {}  # the file itself -> the path it is named by
     folders: list[Path] = []
     for source in sources:
         found, folder = _expand(source)
         if folder is not None:
             folders.append(folder.resolve())
         for p in found:
-            files.setdefault(p.resolve(), None)
+            files.setdefault(p.resolve(), _named(p))
+    names = ', '.join(repr(os.fspath(s)) for s in sources)
     if not files:
-        names = ', '.join(repr(os.fspath(s)) for s in sources)
         raise ValueError(f'no images found in {names} (image extensions: {", ".join(IMAGE_EXTS)})')
-    paths = list(files)
+    for folder in exclude:
+        real = Path(os.path.realpath(folder))
+        inside = [k for k, p in files.items() if _under(k, real) or _under(p, real)]
+        if len(inside) == len(files):
+            raise ValueError(f'the {len(files)} images found in {names} all lie in the output folder '
+                             f'{os.fspath(folder)} (outputs are never inputs); give another output folder')
+        if inside:
+            _logger.info('leaving out the %d images in the output folder %s: outputs are never inputs', len(inside),
+                         os.fspath(folder))
+        for k in inside:
+            del files[k]
+    paths = list(files.values())
     if len(folders) == 1 and len(sources) == 1:
         root = folders[0]
     else:

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from ..files import check_writable
 from ..options import ModelOptions
 from ..predictor import ImageFeatures, Sam3ImagePredictor, Sam3Result, check_text
 from ..registry import DEFAULT_BACKBONE
@@ -34,7 +35,7 @@ from .loader import ImageDataset, LoadedImage, iter_batches
 if TYPE_CHECKING:
     from ..evaluation.models import ModelConfig
 
-__all__ = ['Prompts', 'JobTiming', 'iter_segment', 'segment_to_files', 'default_workers']
+__all__ = ['Prompts', 'JobTiming', 'iter_segment', 'segment_to_files', 'default_workers', 'check_out_folder']
 
 _logger = logging.getLogger(__name__)
 
@@ -98,6 +99,13 @@ class Prompts:
         if self.boxes:
             return predictor.predict_boxes(list(self.boxes), text=self.text[0] if self.text else None)
         return predictor.predict_text(list(self.text))
+
+
+def check_out_folder(out: str | os.PathLike) -> Path:
+    """Refuse, before any work, an output folder that is a file or cannot be created or written (one-line
+    ValueErrors naming ``--out``)."""
+    check_writable(out, 'output folder --out', folder=True)
+    return Path(out)
 
 
 def default_workers() -> int:
@@ -304,6 +312,9 @@ def segment_to_files(
     extension; always ``errors.json`` (images that could not be read or prompted, skipped). Bookkeeping:
     ``run.json``, ``records/``, ``summary.json`` / ``summary.md`` (counts, timing).
 
+    Images inside ``out`` are left out (outputs are never inputs), so ``out`` may lie in an input folder. ``out``
+    is checked (a writable folder, or one that can be made) before anything is built or written.
+
     The model is built here (in every torchrun rank) from ``model``: checked
     :class:`~sam3_cradio.options.ModelOptions` (backbone, window, resolution, weights, device, dtype, trunk
     runtime), or a backbone name (``NAME`` or ``NAME:WINDOW``) with released weights. ``workers`` defaults to
@@ -324,14 +335,15 @@ def segment_to_files(
         model = ModelOptions.make(model)
     if model.seed is None:  # random weights are the same in every rank and every resumed run
         model = model.replace(seed=0)
-    run = RunOptions(out=Path(out), overwrite=overwrite, device=model.device, progress=progress, threads=threads,
+    out = check_out_folder(out)
+    run = RunOptions(out=out, overwrite=overwrite, device=model.device, progress=progress, threads=threads,
                      config={'inputs': [str(i) for i in ([images] if isinstance(images, (str, os.PathLike))
                                                           else getattr(images, 'paths', images))],
                              'prompts': prompts.to_json(), 'formats': list(formats), 'threshold': threshold,
                              'batch': batch, 'workers': workers, 'model': model.fingerprint()})
     # hydra checks the model's overrides before any image is listed or file written
     config = model_configs([model], run)[0]
-    listed = images if isinstance(images, ImageList) else collect_images(images)
+    listed = images if isinstance(images, ImageList) else collect_images(images, exclude=[out])
     stems = listed.stems()  # two inputs that would write the same files fail here too
     job = _Job(listed, prompts, formats, float(threshold), int(batch), workers, config,
                _batches(len(listed), int(batch)))
