@@ -18,6 +18,7 @@ import platform
 import signal
 import sys
 import threading
+import time
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -86,6 +87,11 @@ class FolderLock:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 holder = _read_holder(fd)
+                for _ in range(20):  # the holder writes who it is just after it locks: give it a moment to
+                    if holder:
+                        break
+                    time.sleep(0.05)
+                    holder = _read_holder(fd)
                 os.close(fd)
                 raise FolderBusy(f'{self.folder} is in use by another run ({_describe(holder)}); wait for it to '
                                  'finish or stop it, or use another --out') from None
