@@ -370,7 +370,7 @@ def build_sam3(
         ``model.sam3_cradio_spec`` the resolved backbone choice and ``model.sam3_cradio_cfg`` the backbone config
         and the weight report (SAM3 keys loaded, trunk keys dropped, keys ignored by design).
     """
-    if isinstance(backbone, ModelOptions):
+    if isinstance(backbone, ModelOptions):  # first: locals() holds the arguments alone
         return _build_from_options(backbone, mode, locals())
     from omegaconf import OmegaConf
 
@@ -466,8 +466,7 @@ def _build_from_options(options: ModelOptions, mode: str, args: dict[str, Any]) 
         raise ValueError(f'ModelOptions carry {", ".join(given)}; set them in the options, not again here')
     if options.seed is not None:
         torch.manual_seed(options.seed)
-    rest = {k: args[k] for k in ('interactive', 'bpe_path', 'eval_mode', 'enable_segmentation',
-                                 'enable_inst_interactivity', 'compile')}
+    rest = {k: v for k, v in args.items() if k not in _OPTION_ARGS and k not in ('backbone', 'mode')}
     return build_sam3(options.spec, mode=mode, **options.build_kwargs(), **rest)
 
 

@@ -224,8 +224,10 @@ def speed_models(tiny: bool = False) -> list[str]:
             if b.is_cradio and b.speed_window is not None and b.pretrained != tiny]
 
 
-def list_backbones(pretrained_only: bool = False) -> list[str]:
-    return [n for n, b in BACKBONES.items() if b.pretrained or not pretrained_only]
+def list_backbones(pretrained_only: bool = False, cradio_only: bool = False) -> list[str]:
+    """Registered names: all, those with released weights, and / or the C-RADIO ones (not PE)."""
+    return [n for n, b in BACKBONES.items()
+            if (b.pretrained or not pretrained_only) and (b.is_cradio or not cradio_only)]
 
 
 def parse_window(value: str | int | None) -> Window | None:
@@ -304,7 +306,7 @@ def resolve(backbone: str | Backbone, window: Window | str | None = None, resolu
     if not b.is_cradio and w is not None:
         raise ValueError(
             f"{b.name}'s attention window is fixed at {b.fixed_window} by its checkpoint; "
-            f'drop the window (windows apply to C-RADIO backbones: {[n for n, x in BACKBONES.items() if x.is_cradio]})')
+            f'drop the window (windows apply to C-RADIO backbones: {list_backbones(cradio_only=True)})')
     w = b.default_window if w is None else w
     res = b.image_size if resolution is None else resolution
     if isinstance(res, bool) or not isinstance(res, int) or res <= 0:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ..options import DTYPES, TRUNK_RUNTIMES, ModelOptions
-from ..registry import BACKBONES, DEFAULT_BACKBONE, Window, list_backbones, parse_window
+from ..registry import DEFAULT_BACKBONE, Window, list_backbones, parse_model, parse_window
 
 __all__ = ['window_arg', 'check_trunk_args', 'add_model_args', 'model_options', 'model_options_list', 'add_run_args', 'run_options',
            'alias', 'refuse_unused', 'say_warning']
@@ -52,9 +52,6 @@ def alias(p: argparse.ArgumentParser | argparse._ArgumentGroup, old: str, new: s
                    **kwargs)
 
 
-_CRADIO = [n for n, b in BACKBONES.items() if b.is_cradio]
-
-
 def add_model_args(
         p: argparse.ArgumentParser,
         *,
@@ -63,7 +60,6 @@ def add_model_args(
         sam3: bool = True,
         resolution: bool = True,
         device: bool = True,
-        default: str | None = DEFAULT_BACKBONE,
 ) -> argparse._ArgumentGroup:
     """The model options, one spelling for every command.
 
@@ -74,16 +70,16 @@ def add_model_args(
             that run the C-RADIO encoder alone.
         resolution: ``--resolution PX``.
         device: ``--device``.
-        default: the backbone when none is named (None: the command picks, e.g. the demo's ``--tiny``).
     """
     g = p.add_argument_group('model')
-    names = _CRADIO if cradio_only else list_backbones()
+    names = list_backbones(cradio_only=cradio_only)
     several_help = (' (one or several: each is run in turn into --out/<name>[-w<window>] and compared in '
                     '--out/comparison.md)') if several else ''
-    g.add_argument('--backbone', nargs='+' if several else None, default=[default] if several else default,
+    g.add_argument('--backbone', nargs='+' if several else None,
+                   default=[DEFAULT_BACKBONE] if several else DEFAULT_BACKBONE,
                    metavar='NAME[:WINDOW]',
                    help=f'one of {", ".join(names)}; NAME:WINDOW also sets the window (cradio_v4_h:8){several_help}. '
-                        f'Default: {default or "see below"}')
+                        f'Default: {DEFAULT_BACKBONE}')
     g.add_argument('--window-size', type=window_arg, default=None, metavar='global|N',
                    help="C-RADIO ViTDet window in tokens, or 'global'; it must divide the token grid (72 at 1152 px: "
                         "6, 8, 9, 12, 18, 24). Default: global for C-RADIO; PE's window is fixed (24)")
@@ -146,8 +142,6 @@ def model_options_list(a: argparse.Namespace) -> list[ModelOptions]:
     ``--window-size`` applies to the C-RADIO backbones named without a window, and ``--cradio-checkpoint`` to the
     C-RADIO backbones; given when no backbone takes them, they are an error (PE's window is fixed; PE takes its
     weights from sam3.pt)."""
-    from ..registry import parse_model
-
     named = [parse_model(t) for t in a.backbone]
     if a.cradio_checkpoint is not None and not any(b.is_cradio for b, _ in named):
         raise ValueError(f'--cradio-checkpoint applies to C-RADIO backbones; {", ".join(b.name for b, _ in named)} '
@@ -161,13 +155,13 @@ def model_options_list(a: argparse.Namespace) -> list[ModelOptions]:
     return out
 
 
-def add_run_args(p: argparse.ArgumentParser, out_help: str = '', out_required: bool = True) -> argparse._ArgumentGroup:
+def add_run_args(p: argparse.ArgumentParser) -> argparse._ArgumentGroup:
     """``--out``, ``--limit``, ``--overwrite``, ``--no-progress``, ``--threads`` of a resumable run
     (:class:`~sam3_cradio.evaluation.runner.RunOptions`); ``--device`` comes with the model options."""
     g = p.add_argument_group('run')
-    g.add_argument('--out', type=Path, required=out_required, default=None,
-                   help=out_help or 'output folder: records/ (streamed predictions), run.json, metrics.json, '
-                                    'metrics.md; rerunning the same command resumes')
+    g.add_argument('--out', type=Path, required=True,
+                   help='output folder: records/ (streamed predictions), run.json, metrics.json, metrics.md; '
+                        'rerunning the same command resumes')
     g.add_argument('--limit', type=int, default=None, help='only the first N units (sorted ids), for quick runs')
     g.add_argument('--overwrite', action='store_true', help='discard records already in --out')
     g.add_argument('--no-progress', dest='progress', action='store_false', help='no progress bar')
@@ -175,12 +169,12 @@ def add_run_args(p: argparse.ArgumentParser, out_help: str = '', out_required: b
     return g
 
 
-def run_options(a: argparse.Namespace, out: Path | None = None) -> Any:
+def run_options(a: argparse.Namespace) -> Any:
     """The :class:`~sam3_cradio.evaluation.runner.RunOptions` of :func:`add_run_args` options."""
     from ..evaluation.runner import RunOptions
 
     config = {k: v for k, v in vars(a).items() if not k.startswith('_')}  # recorded in the report JSON
-    return RunOptions(out=Path(out if out is not None else a.out), limit=getattr(a, 'limit', None),
+    return RunOptions(out=Path(a.out), limit=a.limit,
                       overwrite=a.overwrite, device=a.device, progress=a.progress, threads=a.threads, config=config)
 
 

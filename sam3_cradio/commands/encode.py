@@ -5,7 +5,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from ..registry import BACKBONES, DEFAULT_BACKBONE, format_window, get_backbone, parse_model
+from ..registry import DEFAULT_BACKBONE, format_window, get_backbone, list_backbones, parse_model
 from .common import add_model_args, say_warning
 
 __all__ = ['HELP', 'add_arguments', 'run']
@@ -64,7 +64,7 @@ def run(a: argparse.Namespace) -> int:
     b, window = parse_model(a.backbone or DEFAULT_BACKBONE)
     if not b.is_cradio:
         raise ValueError(f'encode runs C-RADIO encoders; {b.name} is SAM3\'s own encoder. Use one of '
-                         f'{[n for n, x in BACKBONES.items() if x.is_cradio]} (--backbone), or a C-RADIO checkpoint '
+                         f'{list_backbones(cradio_only=True)} (--backbone), or a C-RADIO checkpoint '
                          '(--cradio-checkpoint)')
     if window is not None and a.window_size is not None and window != a.window_size:
         raise ValueError(f'two windows given: --backbone {a.backbone} and --window-size {a.window_size}; give one')

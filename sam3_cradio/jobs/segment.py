@@ -336,11 +336,10 @@ def segment_to_files(
     if model.seed is None:  # random weights are the same in every rank and every resumed run
         model = model.replace(seed=0)
     out = check_out_folder(out)
+    # the report's config: what was asked (the model and the inputs are in its fingerprint)
     run = RunOptions(out=out, overwrite=overwrite, device=model.device, progress=progress, threads=threads,
-                     config={'inputs': [str(i) for i in ([images] if isinstance(images, (str, os.PathLike))
-                                                          else getattr(images, 'paths', images))],
-                             'prompts': prompts.to_json(), 'formats': list(formats), 'threshold': threshold,
-                             'batch': batch, 'workers': workers, 'model': model.fingerprint()})
+                     config={'prompts': prompts.to_json(), 'formats': list(formats), 'threshold': threshold,
+                             'batch': batch, 'workers': workers})
     # hydra checks the model's overrides before any image is listed or file written
     config = model_configs([model], run)[0]
     listed = images if isinstance(images, ImageList) else collect_images(images, exclude=[out])

@@ -9,7 +9,7 @@ from typing import Any
 
 from ...commands.common import add_model_args, add_run_args, model_options_list, refuse_unused, run_options, window_arg
 from ...options import ModelOptions
-from ...registry import BACKBONES, ModelSpec, Window, format_window, resolve
+from ...registry import ModelSpec, Window, format_window, list_backbones, resolve
 from ...reporting import Report, markdown_table
 from ..datasets import list_images, read_image
 from ..distributed import DistContext
@@ -96,8 +96,8 @@ def run(a: argparse.Namespace) -> int:
     options = model_options_list(a)
     for m in options:
         if not m.spec.backbone.is_cradio:
-            cradio = [n for n, b in BACKBONES.items() if b.is_cradio]
-            raise ValueError(f'--backbone {m.name!r} is not a C-RADIO backbone; candidates are {cradio}, and PE is '
+            raise ValueError(f'--backbone {m.name!r} is not a C-RADIO backbone; candidates are '
+                             f'{list_backbones(cradio_only=True)}, and PE is '
                              'the --reference')
     if a.resolutions is not None and _sets_image_size(a.override):
         raise ValueError('--resolutions and --override backbone.image_size=N both set the C-RADIO input size; give '
