@@ -127,10 +127,6 @@ def _named(p: Path) -> Path:
     return Path(os.path.realpath(p.parent)) / p.name
 
 
-def _under(path: Path, folder: Path) -> bool:
-    return path == folder or folder in path.parents
-
-
 def collect_images(sources: InputSource | Sequence[InputSource], exclude: Sequence[InputSource] = ()
                    ) -> ImageList:
     """The images named by ``sources``: image files, folders (searched recursively), glob patterns (``**``
@@ -156,7 +152,7 @@ def collect_images(sources: InputSource | Sequence[InputSource], exclude: Sequen
         raise ValueError(f'no images found in {names} (image extensions: {", ".join(IMAGE_EXTS)})')
     for folder in exclude:
         real = Path(os.path.realpath(folder))
-        inside = [k for k, p in files.items() if _under(k, real) or _under(p, real)]
+        inside = [k for k, p in files.items() if k.is_relative_to(real) or p.is_relative_to(real)]
         if len(inside) == len(files):
             raise ValueError(f'the {len(files)} images found in {names} all lie in the output folder '
                              f'{os.fspath(folder)} (outputs are never inputs); give another output folder')
